@@ -1,0 +1,165 @@
+import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
+import { STUDENT_ARCHS } from '../models/types.ts';
+import type { Disclosure } from '../serve/types.ts';
+
+/** Thrown for any problem with a sweep config; the message names the file, the field and what is allowed. */
+export class ConfigError extends Error {
+  readonly name = 'ConfigError';
+}
+
+export const ATTACK_NAMES = ['knockoff', 'distillation', 'copycat'] as const;
+export const BACKEND_NAMES = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
+const DISCLOSURE_HELP = 'label, probs, topK (e.g. top3) or roundedN (e.g. rounded2)';
+
+/** Disclosures are written as short strings in configs ("label", "top3", "rounded2"), as users name them. */
+export function parseDisclosure(text: string): Disclosure | undefined {
+  if (text === 'label' || text === 'probs') return { kind: text };
+  const topk = /^top(\d+)$/.exec(text);
+  if (topk) return { kind: 'topk', k: Number(topk[1]) };
+  const rounded = /^rounded(\d+)$/.exec(text);
+  if (rounded) return { kind: 'rounded', decimals: Number(rounded[1]) };
+  return undefined;
+}
+
+const count = z.number().int().positive();
+const seed = z.number().int().nonnegative();
+
+const disclosure = z.string().transform((text, ctx) => {
+  const parsed = parseDisclosure(text);
+  if (!parsed) {
+    ctx.addIssue({ code: 'custom', message: `unknown disclosure "${text}": use ${DISCLOSURE_HELP}` });
+    return z.NEVER;
+  }
+  return parsed;
+});
+
+const arch = z.enum(STUDENT_ARCHS);
+
+const target = z.discriminatedUnion('family', [
+  z.strictObject({
+    id: z.string().min(1).optional(),
+    family: z.literal('cnn'),
+    arch: arch.default('cnn-small'),
+    trainSize: count.default(10_000),
+    epochs: count.default(3),
+    batchSize: count.default(64),
+    lr: z.number().positive().default(0.001),
+    seed: seed.default(1),
+  }),
+  z.strictObject({
+    id: z.string().min(1).optional(),
+    family: z.literal('svm'),
+    trainSize: count.default(5_000),
+    C: z.number().positive().default(5),
+    gamma: z.number().positive().default(0.03),
+    seed: seed.default(1),
+  }),
+  z.strictObject({
+    id: z.string().min(1).optional(),
+    family: z.literal('naive-bayes'),
+    trainSize: count.default(10_000),
+    varSmoothing: z.number().positive().default(0.1),
+    seed: seed.default(1),
+  }),
+]);
+
+const student = z.strictObject({
+  arch,
+  epochs: count.default(5),
+  batchSize: count.default(64),
+  lr: z.number().positive().default(0.001),
+});
+
+const side = z.strictObject({
+  name: z.string().regex(/^[\w.+-]+$/, 'use letters, digits and . _ + - only (it names curves and files)'),
+  pool: z.enum(['same', 'related', 'noise']),
+  disclosure,
+  architecture: z.enum(['known', 'unknown']).default('unknown'),
+});
+
+export const sweepSchema = z
+  .strictObject({
+    name: z.string().regex(/^[\w.-]+$/, 'use letters, digits and . _ - only (it names the run folder)'),
+    description: z.string().optional(),
+    dataset: z.strictObject({
+      name: z.literal('mnist'),
+      trainSize: count.default(10_000),
+      poolSize: count.default(20_000),
+      evalSize: count.max(10_000).default(2_000),
+      seed: seed.default(1),
+    }),
+    targets: z.array(target).min(1),
+    attacks: z.array(z.enum(ATTACK_NAMES)).min(1),
+    students: z.array(student).min(1),
+    side: z.array(side).min(1),
+    budgets: z.array(count).min(1),
+    seeds: z.array(seed).min(1).default([1]),
+    backend: z.enum(BACKEND_NAMES).default('auto'),
+    /** Cells in flight at once. In one process they share one tfjs backend, so >1 interleaves rather than parallelises. */
+    concurrency: count.max(64).default(1),
+  })
+  .superRefine((cfg, ctx) => {
+    const unique = (values: string[], path: string) => {
+      const seen = new Set<string>();
+      for (const v of values) {
+        if (seen.has(v)) ctx.addIssue({ code: 'custom', path: [path], message: `duplicate name "${v}"` });
+        seen.add(v);
+      }
+    };
+    unique(cfg.side.map((s) => s.name), 'side');
+    unique(cfg.targets.map((t, i) => t.id ?? defaultTargetId(t.family, i, cfg.targets)), 'targets');
+    unique(cfg.students.map((s) => s.arch), 'students');
+    const largest = Math.max(...cfg.budgets);
+    if (cfg.side.some((s) => s.pool === 'same') && largest > cfg.dataset.poolSize) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['budgets'],
+        message: `largest budget ${largest} exceeds dataset.poolSize ${cfg.dataset.poolSize}, the attacker's same-distribution pool`,
+      });
+    }
+    for (const [i, t] of cfg.targets.entries()) {
+      if (t.trainSize > cfg.dataset.trainSize) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['targets', i, 'trainSize'],
+          message: `${t.trainSize} exceeds dataset.trainSize ${cfg.dataset.trainSize}`,
+        });
+      }
+    }
+  });
+
+function defaultTargetId(family: string, index: number, all: { family: string }[]): string {
+  return all.filter((t) => t.family === family).length > 1 ? `${family}-${index}` : family;
+}
+
+type Parsed = z.output<typeof sweepSchema>;
+export type SweepConfig = Omit<Parsed, 'targets'> & { targets: (Parsed['targets'][number] & { id: string })[] };
+
+function formatIssues(issues: z.core.$ZodIssue[]): string {
+  return issues.map((i) => `  ${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`).join('\n');
+}
+
+/** Validates a parsed JSON value; `source` names where it came from in errors. */
+export function parseSweepConfig(value: unknown, source = 'config'): SweepConfig {
+  const result = sweepSchema.safeParse(value);
+  if (!result.success) throw new ConfigError(`${source} is not a valid sweep config:\n${formatIssues(result.error.issues)}`);
+  const cfg = result.data;
+  return { ...cfg, targets: cfg.targets.map((t, i) => ({ ...t, id: t.id ?? defaultTargetId(t.family, i, cfg.targets) })) };
+}
+
+export async function loadSweepConfig(path: string): Promise<SweepConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config ${path}: ${(err as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  return parseSweepConfig(json, path);
+}

@@ -1,0 +1,214 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import pLimit from 'p-limit';
+import { getAttack } from '../attacks/index.ts';
+import { NotApplicable, type SideInfo } from '../attacks/types.ts';
+import { defaultCacheDir, loadDataset, loadPool } from '../datasets/index.ts';
+import type { Dataset, PoolKind, Split } from '../datasets/types.ts';
+import { initBackend, type BackendInfo, type BackendName } from '../models/backend.ts';
+import { getTarget } from '../models/targets/index.ts';
+import type { StudentSpec, Target } from '../models/types.ts';
+import { InProcessOracle } from '../serve/oracle.ts';
+import { scoreImitation } from './score.ts';
+import type { SweepConfig } from './config.ts';
+import { expandCells } from './grid.ts';
+import { baseManifest, REPO_ROOT, type Manifest } from './manifest.ts';
+import { silentProgress, type Progress } from './progress.ts';
+import type { Cell, CellResult } from './types.ts';
+import { RunFiles } from './writers.ts';
+
+export interface SweepOptions {
+  /** Folder holding run folders; default <repo>/results. */
+  resultsDir?: string;
+  /** Run folder name; default <config name>-<UTC timestamp>. */
+  runId?: string;
+  /** Overrides the config's backend. */
+  backend?: BackendName;
+  /** Where datasets and trained targets are cached; default RHOBENCH_CACHE or <repo>/.cache. */
+  cacheDir?: string;
+  progress?: Progress;
+}
+
+/** What every cell of a sweep shares: loaded once, before the first cell. */
+export interface SweepEnv {
+  config: SweepConfig;
+  backend: BackendInfo;
+  dataset: Dataset;
+  evalSplit: Split;
+  targets: Map<string, Target>;
+  pools: Map<PoolKind, Split>;
+}
+
+export async function prepareSweep(config: SweepConfig, opts: SweepOptions = {}): Promise<SweepEnv> {
+  const progress = opts.progress ?? silentProgress;
+  const cacheDir = opts.cacheDir ?? defaultCacheDir();
+  const backend = await initBackend(opts.backend ?? config.backend);
+  progress.log(`backend: ${backend.name}${backend.gpu ? ' (GPU)' : ''} — ${backend.reason}`);
+  const dataset = await loadDataset(config.dataset, cacheDir);
+  const targets = new Map<string, Target>();
+  for (const spec of config.targets) {
+    const target = await getTarget(spec, dataset, { cacheDir, log: (m) => progress.log(m) });
+    progress.log(`target ${target.id} (${target.family}): test accuracy ${target.testAccuracy.toFixed(4)}`);
+    targets.set(spec.id, target);
+  }
+  const poolSize = Math.max(...config.budgets);
+  const pools = new Map<PoolKind, Split>();
+  for (const kind of new Set(config.side.map((s) => s.pool))) {
+    pools.set(kind, await loadPool(kind, dataset, poolSize, config.dataset.seed, cacheDir));
+  }
+  return { config, backend, dataset, evalSplit: dataset.split('eval'), targets, pools };
+}
+
+export function disposeSweep(env: SweepEnv): void {
+  for (const t of env.targets.values()) t.dispose();
+}
+
+function lookup<T>(items: T[], pick: (t: T) => string, name: string, what: string): T {
+  const found = items.find((t) => pick(t) === name);
+  if (!found) throw new Error(`cell names unknown ${what} "${name}"`);
+  return found;
+}
+
+/** Runs one cell: build the oracle, let the attack spend its budget, score the imitation. Never throws. */
+export async function runCell(env: SweepEnv, cell: Cell, onStep?: Progress['cellStep']): Promise<CellResult> {
+  const started = performance.now();
+  const target = env.targets.get(cell.target);
+  const base = {
+    ...cell,
+    rho: null,
+    agreement: null,
+    studentAccuracy: null,
+    targetAccuracy: target?.testAccuracy ?? NaN,
+    backend: env.backend.name,
+    gpu: env.backend.gpu,
+  };
+  let oracle: InProcessOracle | undefined;
+  try {
+    if (!target) throw new Error(`cell names unknown target "${cell.target}"`);
+    const side: SideInfo = lookup(env.config.side, (s) => s.name, cell.side, 'side-information level');
+    const student: StudentSpec = lookup(env.config.students, (s) => s.arch, cell.student, 'student');
+    const pool = env.pools.get(side.pool);
+    if (!pool) throw new Error(`no ${side.pool} pool was loaded`);
+    oracle = new InProcessOracle(target, cell.budget, side.disclosure);
+    const imitation = await getAttack(cell.attack).run({
+      oracle,
+      pool,
+      inputShape: env.dataset.inputShape,
+      classes: env.dataset.classes,
+      side,
+      student,
+      targetArch: target.arch,
+      seed: cell.seed,
+      onProgress: onStep,
+    });
+    try {
+      const score = await scoreImitation(imitation, target, env.evalSplit, env.dataset.inputShape);
+      return { ...base, ...score, status: 'ok', queries: oracle.spent, seconds: (performance.now() - started) / 1000 };
+    } finally {
+      imitation.dispose();
+    }
+  } catch (err) {
+    const status = err instanceof NotApplicable ? 'not-applicable' : 'failed';
+    return {
+      ...base,
+      status,
+      queries: oracle?.spent ?? 0,
+      seconds: (performance.now() - started) / 1000,
+      error: err instanceof Error ? err.message : String(err),
+    };
+  }
+}
+
+function timestamp(): string {
+  return new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+}
+
+function freshRunDir(resultsDir: string, name: string): string {
+  const base = join(resultsDir, `${name}-${timestamp()}`);
+  let dir = base;
+  for (let i = 2; existsSync(dir); i++) dir = `${base}-${i}`;
+  return dir;
+}
+
+/**
+ * A sweep in progress. Each finished cell is appended to cells.jsonl at once; `finish` (also on
+ * an interrupt) writes the aggregates and the manifest from whatever has finished.
+ */
+export class SweepRun {
+  readonly results: CellResult[] = [];
+  readonly cells: Cell[];
+  private stopped = false;
+
+  private constructor(
+    readonly env: SweepEnv,
+    readonly files: RunFiles,
+    readonly manifest: Manifest,
+    private readonly progress: Progress,
+  ) {
+    this.cells = expandCells(env.config);
+    manifest.cells.total = this.cells.length;
+  }
+
+  static async start(config: SweepConfig, opts: SweepOptions = {}): Promise<SweepRun> {
+    const progress = opts.progress ?? silentProgress;
+    const resultsDir = opts.resultsDir ?? join(REPO_ROOT, 'results');
+    const dir = opts.runId ? join(resultsDir, opts.runId) : freshRunDir(resultsDir, config.name);
+    const env = await prepareSweep(config, { ...opts, progress });
+    const files = new RunFiles(dir);
+    await files.open();
+    const manifest = baseManifest(dir.split(/[\\/]/).pop() as string, config, env.backend);
+    manifest.targets = [...env.targets.values()].map((t) => ({
+      id: t.id,
+      family: t.family,
+      ...(t.arch ? { arch: t.arch } : {}),
+      testAccuracy: t.testAccuracy,
+    }));
+    const run = new SweepRun(env, files, manifest, progress);
+    await files.writeManifest(manifest);
+    progress.log(`writing to ${dir}`);
+    return run;
+  }
+
+  /** Runs every cell (bounded by config.concurrency); stops launching new ones after stop(). */
+  async runAll(): Promise<CellResult[]> {
+    const limit = pLimit(this.env.config.concurrency);
+    const total = this.cells.length;
+    await Promise.all(
+      this.cells.map((cell, index) =>
+        limit(async () => {
+          if (this.stopped) return;
+          this.progress.cellStart(index, total, cell);
+          const result = await runCell(this.env, cell, (d, t, phase) => this.progress.cellStep(d, t, phase));
+          if (this.stopped) return; // finish() already wrote the files; a late result must not change them
+          this.results.push(result);
+          await this.files.appendCell(result);
+          this.progress.cellEnd(index, total, result);
+        }),
+      ),
+    );
+    return this.results;
+  }
+
+  stop(): void {
+    this.stopped = true;
+  }
+
+  async finish(status: 'finished' | 'interrupted'): Promise<void> {
+    this.stopped = true;
+    const count = (s: CellResult['status']) => this.results.filter((r) => r.status === s).length;
+    this.manifest.status = status;
+    this.manifest.finishedAt = new Date().toISOString();
+    this.manifest.cells = { total: this.cells.length, ok: count('ok'), notApplicable: count('not-applicable'), failed: count('failed') };
+    await this.files.writeAggregates(this.results);
+    await this.files.writeManifest(this.manifest);
+    disposeSweep(this.env);
+  }
+}
+
+/** Runs a whole sweep and writes its files; for library use and tests. */
+export async function runSweep(config: SweepConfig, opts: SweepOptions = {}): Promise<SweepRun> {
+  const run = await SweepRun.start(config, opts);
+  await run.runAll();
+  await run.finish('finished');
+  return run;
+}

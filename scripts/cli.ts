@@ -1,0 +1,163 @@
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { ATTACKS } from '../attacks/index.ts';
+import { BACKEND_NAMES, ConfigError, loadSweepConfig, type SweepConfig } from '../bench/config.ts';
+import { REPO_ROOT } from '../bench/manifest.ts';
+import { createProgress } from '../bench/progress.ts';
+import { SweepRun } from '../bench/runner.ts';
+import { formatSummary } from '../bench/table.ts';
+import { DATASETS, POOL_KINDS } from '../datasets/index.ts';
+import { BackendUnavailable, type BackendName } from '../models/backend.ts';
+import { TARGET_FAMILIES } from '../models/targets/index.ts';
+import { STUDENT_ARCHS } from '../models/types.ts';
+
+const PRESETS_DIR = join(REPO_ROOT, 'bench', 'presets');
+
+/** Exit codes: 0 every cell ran (n/a counts as ran), 1 some cell failed, 2 bad input, 130 interrupted. */
+const EXIT = { ok: 0, cellsFailed: 1, badInput: 2, interrupted: 130 } as const;
+
+function presetNames(): string[] {
+  return readdirSync(PRESETS_DIR)
+    .filter((f) => f.endsWith('.json'))
+    .map((f) => f.slice(0, -5))
+    .sort();
+}
+
+/** A config argument is a path, or the name of a preset under bench/presets/. */
+function resolveConfigPath(arg: string): string {
+  if (existsSync(arg)) return arg;
+  const preset = join(PRESETS_DIR, `${arg}.json`);
+  if (existsSync(preset)) return preset;
+  throw new ConfigError(`no config file "${arg}" and no preset of that name (presets: ${presetNames().join(', ')})`);
+}
+
+function intList(value: string): number[] {
+  const items = value.split(',').map((s) => Number(s.trim()));
+  if (!items.length || items.some((n) => !Number.isInteger(n) || n < 0)) {
+    throw new InvalidArgumentError(`expected comma-separated non-negative integers, got "${value}"`);
+  }
+  return items;
+}
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`expected a positive integer, got "${value}"`);
+  return n;
+}
+
+interface SweepFlags {
+  backend?: BackendName;
+  results?: string;
+  runId?: string;
+  seeds?: number[];
+  budgets?: number[];
+  concurrency?: number;
+}
+
+async function sweep(configArg: string, flags: SweepFlags): Promise<number> {
+  const path = resolveConfigPath(configArg);
+  const loaded = await loadSweepConfig(path);
+  const config: SweepConfig = {
+    ...loaded,
+    ...(flags.seeds ? { seeds: flags.seeds } : {}),
+    ...(flags.budgets ? { budgets: flags.budgets } : {}),
+    ...(flags.concurrency ? { concurrency: flags.concurrency } : {}),
+  };
+  const progress = createProgress();
+  const run = await SweepRun.start(config, {
+    backend: flags.backend,
+    resultsDir: flags.results,
+    runId: flags.runId,
+    progress,
+  });
+  // An interrupt keeps every finished cell: they are already in cells.jsonl, and the aggregates
+  // and manifest are written from them before exiting.
+  let interrupted = false;
+  const onSignal = (signal: string) => {
+    if (interrupted) process.exit(EXIT.interrupted);
+    interrupted = true;
+    progress.log(`${signal}: stopping; writing what has finished to ${run.files.dir}`);
+    run
+      .finish('interrupted')
+      .catch((err) => progress.log(`could not write results: ${err}`))
+      .finally(() => process.exit(EXIT.interrupted));
+  };
+  process.once('SIGINT', () => onSignal('SIGINT'));
+  process.once('SIGTERM', () => onSignal('SIGTERM'));
+  const results = await run.runAll();
+  if (interrupted) return new Promise(() => {}); // the signal handler exits
+  await run.finish('finished');
+  console.log(`\n${config.name}: ρ = 1 − agreement with the target on ${config.dataset.evalSize} unseen MNIST test images`);
+  console.log(`backend ${run.env.backend.name}${run.env.backend.gpu ? ' (GPU)' : ''}\n`);
+  console.log(formatSummary(results));
+  const failed = results.filter((r) => r.status === 'failed');
+  console.log(`\nresults: ${run.files.dir}`);
+  if (failed.length) {
+    console.error(`${failed.length} of ${results.length} cells failed; their errors are in cells.jsonl`);
+    return EXIT.cellsFailed;
+  }
+  return EXIT.ok;
+}
+
+const LISTS: Record<string, () => string[]> = {
+  datasets: () => [...DATASETS],
+  pools: () => [...POOL_KINDS],
+  targets: () => [...TARGET_FAMILIES],
+  attacks: () => Object.keys(ATTACKS),
+  students: () => [...STUDENT_ARCHS],
+  disclosures: () => ['label', 'topK (e.g. top3)', 'probs', 'roundedN (e.g. rounded2)'],
+  backends: () => [...BACKEND_NAMES],
+  presets: presetNames,
+};
+
+function list(what?: string): number {
+  if (what && !LISTS[what]) {
+    console.error(`unknown list "${what}": choose one of ${Object.keys(LISTS).join(', ')}`);
+    return EXIT.badInput;
+  }
+  for (const [name, items] of Object.entries(LISTS)) {
+    if (what && name !== what) continue;
+    console.log(what ? items().join('\n') : `${name}: ${items().join(', ')}`);
+  }
+  return EXIT.ok;
+}
+
+const program = new Command()
+  .name('rhobench')
+  .description('Imitation-privacy benchmark: how well can an attacker copy a model it can only query?')
+  .showHelpAfterError();
+
+program
+  .command('sweep')
+  .description('run a sweep config (a path, or a preset name from `rhobench list presets`)')
+  .argument('<config>', 'sweep config JSON file or preset name')
+  .addOption(new Option('-b, --backend <name>', 'tfjs backend (overrides the config)').choices([...BACKEND_NAMES]))
+  .option('-r, --results <dir>', 'folder for run folders', join(REPO_ROOT, 'results'))
+  .option('--run-id <id>', 'name of the run folder (default <config name>-<timestamp>)')
+  .option('--seeds <list>', 'override the seeds, e.g. 1,2,3', intList)
+  .option('--budgets <list>', 'override the query budgets, e.g. 100,1000', intList)
+  .option('-c, --concurrency <n>', 'cells in flight at once (overrides the config)', positiveInt)
+  .action(async (config: string, flags: SweepFlags) => {
+    process.exitCode = await sweep(config, flags);
+  });
+
+program
+  .command('list')
+  .description(`list what a config can name: ${Object.keys(LISTS).join(', ')}`)
+  .argument('[what]', 'one list only')
+  .action((what?: string) => {
+    process.exitCode = list(what);
+  });
+
+try {
+  await program.parseAsync();
+} catch (err) {
+  if (err instanceof ConfigError || err instanceof BackendUnavailable) {
+    console.error(`rhobench: ${err.message}`);
+    process.exitCode = EXIT.badInput;
+  } else {
+    throw err;
+  }
+}
+

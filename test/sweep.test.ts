@@ -1,0 +1,85 @@
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { parseSweepConfig } from '../bench/config.ts';
+import { expandCells } from '../bench/grid.ts';
+import { disposeSweep, prepareSweep, runCell, runSweep, type SweepEnv } from '../bench/runner.ts';
+import type { CellResult } from '../bench/types.ts';
+
+// Shared across test files through the cache folder, so targets train once per suite run.
+const cacheDir = process.env.RHOBENCH_TEST_CACHE ?? join(tmpdir(), 'rhobench-test-cache');
+const resultsDir = mkdtempSync(join(tmpdir(), 'rhobench-results-'));
+
+const config = parseSweepConfig({
+  name: 'tiny',
+  dataset: { name: 'mnist', trainSize: 2000, poolSize: 1000, evalSize: 500, seed: 3 },
+  targets: [{ id: 'nb', family: 'naive-bayes', trainSize: 2000 }],
+  attacks: ['knockoff', 'distillation'],
+  students: [{ arch: 'mlp', epochs: 4, batchSize: 32, lr: 0.003 }],
+  side: [
+    { name: 'same+probs', pool: 'same', disclosure: 'probs' },
+    { name: 'noise+label', pool: 'noise', disclosure: 'label' },
+  ],
+  budgets: [100, 400],
+  seeds: [1],
+  backend: 'wasm',
+});
+
+test('a sweep writes every file, one line per cell, and records n/a cells', async () => {
+  const run = await runSweep(config, { resultsDir, cacheDir, runId: 'tiny-run' });
+  const dir = join(resultsDir, 'tiny-run');
+  for (const f of ['cells.jsonl', 'rho.csv', 'rho.json', 'manifest.json']) assert.ok(existsSync(join(dir, f)), f);
+
+  const lines = readFileSync(join(dir, 'cells.jsonl'), 'utf8').trim().split('\n');
+  const cells: CellResult[] = lines.map((l) => JSON.parse(l));
+  assert.is(cells.length, expandCells(config).length);
+  assert.is(run.results.length, cells.length);
+
+  const na = cells.filter((c) => c.status === 'not-applicable');
+  assert.ok(na.length > 0 && na.every((c) => c.attack === 'distillation' && c.side === 'noise+label'));
+  assert.ok(cells.every((c) => c.status !== 'failed'), JSON.stringify(cells.filter((c) => c.status === 'failed')));
+  for (const c of cells.filter((c) => c.status === 'ok')) {
+    assert.ok(c.rho! >= 0 && c.rho! <= 1);
+    assert.ok(Math.abs(c.rho! + c.agreement! - 1) < 1e-12);
+    assert.ok(c.queries <= c.budget && c.queries > 0);
+    assert.is(c.backend, 'wasm');
+  }
+  // Same-distribution probabilities at the larger budget copy the target far better than chance.
+  const best = cells.find((c) => c.attack === 'knockoff' && c.side === 'same+probs' && c.budget === 400)!;
+  assert.ok(best.rho! < 0.5, `rho ${best.rho}`);
+
+  const csv = readFileSync(join(dir, 'rho.csv'), 'utf8').trim().split('\n');
+  assert.is(csv.length, cells.length + 1);
+  const curves = JSON.parse(readFileSync(join(dir, 'rho.json'), 'utf8')).curves;
+  assert.is(curves.length, 2 * 2); // attacks × side
+  const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
+  assert.is(manifest.status, 'finished');
+  assert.is(manifest.backend.name, 'wasm');
+  assert.is(manifest.backend.gpu, false);
+  assert.is(manifest.cells.total, cells.length);
+  assert.is(manifest.targets[0].id, 'nb');
+});
+
+let env: SweepEnv;
+
+test('the same cell and seed give the same ρ; a cell leaves no tensors behind', async () => {
+  env = await prepareSweep(config, { cacheDir });
+  const cell = { target: 'nb', attack: 'knockoff', student: 'mlp', side: 'same+probs', budget: 200, seed: 7 };
+  const before = tf.memory().numTensors;
+  const a = await runCell(env, cell);
+  assert.is(tf.memory().numTensors, before, 'tensors leaked by a cell');
+  const b = await runCell(env, cell);
+  assert.is(a.status, 'ok', a.error);
+  assert.is(a.rho, b.rho);
+  assert.is(a.studentAccuracy, b.studentAccuracy);
+  const na = await runCell(env, { ...cell, attack: 'distillation', side: 'noise+label' });
+  assert.is(na.status, 'not-applicable');
+  assert.match(na.error!, /label/);
+  assert.is(tf.memory().numTensors, before, 'tensors leaked by a not-applicable cell');
+  disposeSweep(env);
+});
+
+test.run();
