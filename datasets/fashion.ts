@@ -16,8 +16,11 @@ async function parsePackageJson(): Promise<{ images: Uint8Array; labels: Uint8Ar
   const perClass: number[][][] = [];
   for (let c = 0; c < 10; c++) {
     const file = join(dir, `${c}.json`);
-    const rows = JSON.parse(await readFile(file, 'utf8')).data as number[][];
-    if (!Array.isArray(rows) || rows.some((r) => r.length !== ROW)) throw new DatasetError(`${file}: expected rows of ${ROW} pixels`);
+    const parsed = JSON.parse(await readFile(file, 'utf8')).data as number[][];
+    // The package's class-0 file holds two empty rows; anything else malformed is an error.
+    const rows = Array.isArray(parsed) ? parsed.filter((r) => r.length > 0) : [];
+    const bad = rows.findIndex((r) => r.length !== ROW);
+    if (!rows.length || bad >= 0) throw new DatasetError(`${file}: expected rows of ${ROW} pixels${bad >= 0 ? `, row ${bad} has ${rows[bad].length}` : ''}`);
     perClass.push(rows);
   }
   const total = perClass.reduce((a, r) => a + r.length, 0);

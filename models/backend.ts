@@ -1,5 +1,4 @@
 import * as tf from '@tensorflow/tfjs';
-import '@tensorflow/tfjs-backend-wasm';
 import { registerWasmKernels } from './wasm-kernels.ts';
 
 export type BackendName = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
@@ -37,11 +36,34 @@ async function loadTensorflow(): Promise<BackendInfo> {
   };
 }
 
+const PROCESS_EVENTS = ['uncaughtException', 'unhandledRejection'] as const;
+
+/**
+ * Emscripten's Node glue installs process handlers that rethrow every uncaught error, which
+ * prints a minified line of its own source over the real message. rhobench reports its errors
+ * itself, so handlers added while the module starts are removed again.
+ */
+async function withoutNewProcessHandlers<T>(fn: () => Promise<T>): Promise<T> {
+  type Listener = (...args: unknown[]) => void;
+  const listeners = (e: (typeof PROCESS_EVENTS)[number]) => process.listeners(e as 'uncaughtException') as Listener[];
+  const before = Object.fromEntries(PROCESS_EVENTS.map((e) => [e, new Set(listeners(e))]));
+  try {
+    return await fn();
+  } finally {
+    for (const e of PROCESS_EVENTS) {
+      for (const l of listeners(e)) if (!before[e].has(l)) process.removeListener(e as 'uncaughtException', l);
+    }
+  }
+}
+
 async function loadWasm(): Promise<BackendInfo> {
-  registerWasmKernels();
   let ok = false;
   try {
-    ok = await tf.setBackend('wasm');
+    ok = await withoutNewProcessHandlers(async () => {
+      await import('@tensorflow/tfjs-backend-wasm');
+      registerWasmKernels();
+      return tf.setBackend('wasm');
+    });
   } catch (err) {
     throw new BackendUnavailable(`backend "wasm" failed to start: ${(err as Error).message}`);
   }

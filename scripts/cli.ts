@@ -7,7 +7,7 @@ import { REPO_ROOT } from '../bench/manifest.ts';
 import { createProgress } from '../bench/progress.ts';
 import { SweepRun } from '../bench/runner.ts';
 import { formatSummary } from '../bench/table.ts';
-import { DATASETS, POOL_KINDS } from '../datasets/index.ts';
+import { DATASETS, DatasetError, POOL_KINDS } from '../datasets/index.ts';
 import { BackendUnavailable, type BackendName } from '../models/backend.ts';
 import { TARGET_FAMILIES } from '../models/targets/index.ts';
 import { STUDENT_ARCHS } from '../models/types.ts';
@@ -153,11 +153,12 @@ program
 try {
   await program.parseAsync();
 } catch (err) {
-  if (err instanceof ConfigError || err instanceof BackendUnavailable) {
+  if (err instanceof ConfigError || err instanceof BackendUnavailable || err instanceof DatasetError) {
     console.error(`rhobench: ${err.message}`);
     process.exitCode = EXIT.badInput;
   } else {
-    throw err;
+    console.error('rhobench: unexpected error:', err);
+    process.exitCode = EXIT.cellsFailed;
   }
 }
 

@@ -8,9 +8,10 @@ import { parseSweepConfig } from '../bench/config.ts';
 import { expandCells } from '../bench/grid.ts';
 import { disposeSweep, prepareSweep, runCell, runSweep, type SweepEnv } from '../bench/runner.ts';
 import type { CellResult } from '../bench/types.ts';
+import { TEST_CACHE } from './helpers.ts';
 
 // Shared across test files through the cache folder, so targets train once per suite run.
-const cacheDir = process.env.RHOBENCH_TEST_CACHE ?? join(tmpdir(), 'rhobench-test-cache');
+const cacheDir = TEST_CACHE;
 const resultsDir = mkdtempSync(join(tmpdir(), 'rhobench-results-'));
 
 const config = parseSweepConfig({

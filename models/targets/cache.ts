@@ -3,7 +3,7 @@ import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /** Bump when what a cache entry holds changes: older entries are then ignored, never misread. */
-export const CACHE_FORMAT = 1;
+export const CACHE_FORMAT = 2;
 
 export function cacheKey(spec: unknown, dataFingerprint: string): string {
   return createHash('sha256').update(JSON.stringify({ format: CACHE_FORMAT, spec, data: dataFingerprint })).digest('hex');

@@ -90,8 +90,8 @@ export async function fitSvm(data: Split, classes: number, C: number, gamma: num
   const svLines = text.slice(text.indexOf('\nSV\n') + 4).split('\n').filter((l) => l.trim());
   const k = labels.length;
   const coef = Array.from({ length: k - 1 }, (_, j) => svLines.map((l) => Number(l.trim().split(/\s+/)[j])));
-  // libsvm-js returns 1-based indices into the training rows.
-  const indices = svm.getSVIndices().map((i) => i - 1);
+  // 0-based indices into the training rows, in the model's SV order.
+  const indices = svm.getSVIndices();
   if (indices.length !== svLines.length) throw new Error(`libsvm gave ${indices.length} SV indices for ${svLines.length} SVs`);
   const sv = subset(data, indices);
   return {
