@@ -1,14 +1,14 @@
 import { join } from 'node:path';
 import { sampleIndices } from '../models/seed.ts';
-import { loadFashion } from './fashion.ts';
-import { DatasetError } from './idx.ts';
+import { DatasetError } from './errors.ts';
+import { loadFashionBytes, type FashionBytes } from './fashion.ts';
 import { loadMnistFiles } from './mnist.ts';
 import { noiseSplit } from './noise.ts';
-import { rowSize, subset } from './split.ts';
+import { fromUint8, subset } from './split.ts';
 import type { Dataset, DatasetSpec, PoolKind, Split, SplitName } from './types.ts';
 
-export { DatasetError } from './idx.ts';
-export const DATASETS = ['mnist'] as const;
+export { DatasetError } from './errors.ts';
+export const DATASETS: readonly string[] = ['mnist'];
 export const POOL_KINDS: readonly PoolKind[] = ['same', 'related', 'noise'];
 
 const REPO_ROOT = join(import.meta.dirname, '..');
@@ -17,49 +17,105 @@ export function defaultCacheDir(): string {
   return process.env.RHOBENCH_CACHE ?? join(REPO_ROOT, '.cache');
 }
 
-let mnistFiles: ReturnType<typeof loadMnistFiles> | undefined;
-const fashionByDir = new Map<string, Promise<Split>>();
+// The raw files are read once per process: a sweep builds several datasets and pools from them.
+const mnistFiles = new Map<string, ReturnType<typeof loadMnistFiles>>();
+const fashionByDir = new Map<string, Promise<FashionBytes>>();
+
+/** Shares one load per key; a failed load is forgotten, so a later call tries again. */
+function memo<T>(cache: Map<string, Promise<T>>, key: string, load: () => Promise<T>): Promise<T> {
+  let p = cache.get(key);
+  if (!p) {
+    p = load().catch((err) => {
+      cache.delete(key);
+      throw err;
+    });
+    cache.set(key, p);
+  }
+  return p;
+}
+
+function checkCount(field: string, value: unknown, min: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
+    throw new DatasetError(`dataset.${field} must be an integer ≥ ${min}, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
 
 /**
- * MNIST as the benchmark splits it: `train` (the provider's rows) and `pool` (the attacker's)
- * are disjoint samples of MNIST train; `eval` is the first evalSize rows of t10k.
+ * MNIST as the benchmark splits it: `train` (the provider's rows) and `pool` (the attacker's) are
+ * disjoint seeded samples of MNIST train; `eval` is the first evalSize rows of t10k, the same for
+ * every seed so that seeds differ only in what the provider and attacker hold.
  */
 export async function loadDataset(spec: DatasetSpec, _cacheDir = defaultCacheDir()): Promise<Dataset> {
-  if (spec.name !== 'mnist') throw new DatasetError(`unknown dataset "${spec.name}": choose one of ${DATASETS.join(', ')}`);
-  mnistFiles ??= loadMnistFiles();
-  const { train, test } = await mnistFiles.catch((err) => {
-    mnistFiles = undefined;
-    throw err;
-  });
-  if (spec.trainSize + spec.poolSize > train.n) {
-    throw new DatasetError(`dataset.trainSize + dataset.poolSize = ${spec.trainSize + spec.poolSize} exceeds the ${train.n} rows of MNIST train`);
+  if (!DATASETS.includes(spec.name)) throw new DatasetError(`dataset.name "${spec.name}" is unknown: choose one of ${DATASETS.join(', ')}`);
+  const trainSize = checkCount('trainSize', spec.trainSize, 1);
+  const poolSize = checkCount('poolSize', spec.poolSize, 0);
+  const evalSize = checkCount('evalSize', spec.evalSize, 1);
+  if (!Number.isSafeInteger(spec.seed)) throw new DatasetError(`dataset.seed must be an integer, got ${JSON.stringify(spec.seed)}`);
+
+  const { train, test } = await memo(mnistFiles, 'mnist', () => loadMnistFiles());
+  if (trainSize > train.n) throw new DatasetError(`dataset.trainSize ${trainSize} exceeds the ${train.n} rows of MNIST train`);
+  if (trainSize + poolSize > train.n) {
+    throw new DatasetError(`dataset.poolSize ${poolSize} is too large: with dataset.trainSize ${trainSize}, at most ${train.n - trainSize} rows of MNIST train (${train.n} in all) remain for the pool`);
   }
-  if (spec.evalSize > test.n) throw new DatasetError(`dataset.evalSize ${spec.evalSize} exceeds the ${test.n} rows of MNIST t10k`);
-  const order = sampleIndices(train.n, spec.trainSize + spec.poolSize, spec.seed);
+  if (evalSize > test.n) throw new DatasetError(`dataset.evalSize ${evalSize} exceeds the ${test.n} rows of MNIST t10k`);
+
+  // One seeded permutation, cut in two: distinct indices, so train and pool cannot share a row.
+  const order = sampleIndices(train.n, trainSize + poolSize, spec.seed);
+  const trainIdx = order.subarray(0, trainSize);
+  const poolIdx = order.subarray(trainSize);
+  assertDisjoint(trainIdx, poolIdx, train.n);
   const splits: Record<SplitName, Split> = {
-    train: subset(train, order.subarray(0, spec.trainSize)),
-    pool: subset(train, order.subarray(spec.trainSize)),
-    eval: subset(test, Int32Array.from({ length: spec.evalSize }, (_, i) => i)),
+    train: subset(train, trainIdx),
+    pool: subset(train, poolIdx),
+    eval: subset(test, Int32Array.from({ length: evalSize }, (_, i) => i)),
   };
   return { name: 'mnist', inputShape: [28, 28, 1], classes: 10, split: (name) => splits[name] };
 }
 
-/** The attacker's query pool of n rows: its own MNIST rows, Fashion-MNIST, or noise. */
+/** The benchmark's premise is that the attacker never holds the provider's rows: checked, not assumed. */
+function assertDisjoint(a: ArrayLike<number>, b: ArrayLike<number>, n: number): void {
+  const inA = new Uint8Array(n);
+  for (let i = 0; i < a.length; i++) inA[a[i]] = 1;
+  for (let i = 0; i < b.length; i++) {
+    if (inA[b[i]]) throw new Error(`internal error: MNIST train row ${b[i]} is in both train and pool`);
+  }
+}
+
+/** Rows `indices` of a byte image array, scaled to [0, 1]. */
+function pickRows({ images, labels }: FashionBytes, rowSize: number, indices: ArrayLike<number>): Split {
+  const out = new Uint8Array(indices.length * rowSize);
+  const y = new Int32Array(indices.length);
+  for (let i = 0; i < indices.length; i++) {
+    const r = indices[i];
+    out.set(images.subarray(r * rowSize, (r + 1) * rowSize), i * rowSize);
+    y[i] = labels[r];
+  }
+  return fromUint8(out, y, rowSize);
+}
+
+/**
+ * The attacker's query pool of n rows: the first n of its own MNIST rows (so pools of one dataset
+ * are nested), a seeded sample of Fashion-MNIST, or seeded uniform noise. Related and noise rows
+ * carry label -1: a garment's class is not a digit, and nothing should score against it.
+ */
 export async function loadPool(kind: PoolKind, ds: Dataset, n: number, seed: number, cacheDir = defaultCacheDir()): Promise<Split> {
+  if (!Number.isInteger(n) || n < 0) throw new DatasetError(`pool size must be an integer ≥ 0, got ${JSON.stringify(n)}`);
   const d = ds.inputShape.reduce((a, b) => a * b, 1);
   switch (kind) {
     case 'same': {
       const pool = ds.split('pool');
-      if (n > pool.n) throw new DatasetError(`a same-distribution pool of ${n} rows was asked for, but dataset.poolSize is ${pool.n}`);
+      if (n > pool.n) throw new DatasetError(`a same-distribution pool of ${n} rows was asked for, but dataset.poolSize is ${pool.n}: raise dataset.poolSize to at least ${n}`);
       return subset(pool, Int32Array.from({ length: n }, (_, i) => i));
     }
     case 'related': {
-      let fashion = fashionByDir.get(cacheDir);
-      if (!fashion) fashionByDir.set(cacheDir, (fashion = loadFashion(cacheDir)));
-      const all = await fashion;
-      if (rowSize(all) !== d) throw new DatasetError(`Fashion-MNIST rows (${rowSize(all)}) do not fit ${ds.name} inputs (${d})`);
-      if (n > all.n) throw new DatasetError(`a related pool of ${n} rows was asked for, but Fashion-MNIST has ${all.n}`);
-      return subset(all, sampleIndices(all.n, n, seed));
+      const all = await memo(fashionByDir, cacheDir, () => loadFashionBytes(cacheDir));
+      const total = all.labels.length;
+      if (all.images.length / total !== d) throw new DatasetError(`Fashion-MNIST rows (${all.images.length / total} values) do not fit ${ds.name} inputs (${d} values)`);
+      if (n > total) throw new DatasetError(`a related pool of ${n} rows was asked for, but Fashion-MNIST has ${total}`);
+      const rows = pickRows(all, d, sampleIndices(total, n, seed));
+      rows.y.fill(-1);
+      return rows;
     }
     case 'noise':
       return noiseSplit(n, d, seed);

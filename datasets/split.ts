@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs';
+import { DatasetError } from './errors.ts';
 import type { Split } from './types.ts';
 
 /** Bytes 0..255 → floats in [0, 1]. */
 export function fromUint8(images: Uint8Array, labels: ArrayLike<number>, rowSize: number): Split {
   const n = images.length / rowSize;
-  if (!Number.isInteger(n) || n !== labels.length) throw new Error(`${images.length} pixels do not make ${labels.length} rows of ${rowSize}`);
+  if (!Number.isInteger(n) || n !== labels.length) throw new DatasetError(`${images.length} pixels do not make ${labels.length} rows of ${rowSize}`);
   const x = new Float32Array(images.length);
   for (let i = 0; i < images.length; i++) x[i] = images[i] / 255;
   return { x, y: Int32Array.from(labels), n };
@@ -31,7 +32,12 @@ export function subset(split: Split, indices: ArrayLike<number>): Split {
 /** Rows [start, end) as an NHWC tensor (the caller disposes it). */
 export function toTensor(split: Split, inputShape: [number, number, number], start = 0, end = split.n): tf.Tensor4D {
   const d = rowSize(split);
-  return tf.tensor4d(split.x.subarray(start * d, end * d), [end - start, ...inputShape]);
+  if (!(Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start <= end && end <= split.n)) {
+    throw new RangeError(`rows [${start}, ${end}) outside a split of ${split.n}`);
+  }
+  const want = inputShape[0] * inputShape[1] * inputShape[2];
+  if (split.n > 0 && d !== want) throw new DatasetError(`rows of ${d} values do not fit shape [${inputShape.join(', ')}]`);
+  return tf.tensor4d(split.x.subarray(start * want, end * want), [end - start, ...inputShape]);
 }
 
 /** Identifies the data a target was trained on (for cache keys). */
