@@ -13,8 +13,11 @@ export async function trainStudent(
   targets: tf.Tensor2D,
   temperature?: number,
 ): Promise<Imitation> {
-  const model = await withSeed(ctx.seed, () => buildStudent(studentArch(ctx), ctx.inputShape, ctx.classes));
+  let model: tf.Sequential | undefined;
   try {
+    // Only the weight initialisers read Math.random; fitSoft shuffles with its own seeded stream,
+    // so training need not hold the global generator across awaits (concurrent cells stay apart).
+    model = await withSeed(ctx.seed, () => buildStudent(studentArch(ctx), ctx.inputShape, ctx.classes));
     await fitSoft(model, x, targets, {
       ...ctx.student,
       seed: ctx.seed,
@@ -22,7 +25,7 @@ export async function trainStudent(
       onEpoch: (epoch) => ctx.onProgress?.(epoch, ctx.student.epochs, 'epochs'),
     });
   } catch (err) {
-    model.dispose();
+    model?.dispose();
     throw err;
   } finally {
     tf.dispose([x, targets]);

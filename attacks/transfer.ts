@@ -13,7 +13,10 @@ export async function buildTransferSet(
   opts: { batchSize?: number } = {},
 ): Promise<{ x: tf.Tensor4D; y: tf.Tensor2D }> {
   const batchSize = opts.batchSize ?? 256;
+  if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new RangeError(`transfer set: batchSize must be a positive integer, got ${batchSize}`);
+  // What is left, not the whole budget: an oracle shared with an earlier stage is never asked past it.
   const count = ctx.oracle.budget - ctx.oracle.spent;
+  if (count <= 0) throw new RangeError(`transfer set: the oracle's budget of ${ctx.oracle.budget} queries is spent (${ctx.oracle.spent}); nothing to train on`);
   if (count > ctx.pool.n) throw new RangeError(`the attacker's pool has ${ctx.pool.n} rows, fewer than the budget of ${count} queries`);
   const x = toTensor(subset(ctx.pool, sampleIndices(ctx.pool.n, count, ctx.seed)), ctx.inputShape);
   const answers: tf.Tensor2D[] = [];

@@ -1,7 +1,10 @@
 /** Pure metrics over plain arrays; the tfjs edge is bench/score.ts. */
 
+/** Each row's highest-scoring class; ties go to the lowest index (as tf.argMax does). */
 export function argmaxRows(scores: ArrayLike<number>, classes: number): Int32Array {
+  if (!(Number.isInteger(classes) && classes >= 1)) throw new RangeError(`argmaxRows: classes must be a positive integer, got ${classes}`);
   const n = scores.length / classes;
+  if (!Number.isInteger(n)) throw new RangeError(`argmaxRows: ${scores.length} scores do not make rows of ${classes}`);
   const out = new Int32Array(n);
   for (let r = 0; r < n; r++) {
     let best = 0;
@@ -11,6 +14,7 @@ export function argmaxRows(scores: ArrayLike<number>, classes: number): Int32Arr
   return out;
 }
 
+/** Fraction of positions where a and b hold the same class; NaN for empty inputs. */
 export function agreement(a: Int32Array, b: Int32Array): number {
   if (a.length !== b.length) throw new RangeError(`agreement: ${a.length} vs ${b.length} predictions`);
   if (a.length === 0) return NaN;
@@ -65,7 +69,10 @@ export function imitationPrivacy(
   imitation: ArrayLike<number>,
   dim: number,
 ): number {
-  return kind === 'classification'
-    ? rhoClassification(argmaxRows(imitation, dim), argmaxRows(target, dim))
-    : rhoRegression(target, imitation, dim);
+  if (kind === 'classification') {
+    if (target.length !== imitation.length) throw new RangeError(`imitationPrivacy: ${target.length} target scores vs ${imitation.length} imitation scores`);
+    return rhoClassification(argmaxRows(imitation, dim), argmaxRows(target, dim));
+  }
+  if (kind === 'regression') return rhoRegression(target, imitation, dim);
+  throw new RangeError(`imitationPrivacy: output kind "${kind as string}" is unknown: choose classification or regression`);
 }

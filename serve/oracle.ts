@@ -26,14 +26,18 @@ export class InProcessOracle implements Oracle {
     return this.target.classes;
   }
 
+  /**
+   * Nothing in here awaits, so the budget check and the count happen together even when an
+   * attack sends several queries at once: concurrent calls cannot both slip under the budget.
+   */
   async query(x: tf.Tensor): Promise<tf.Tensor2D> {
     const want = this.target.inputShape;
     const got = x.shape.slice(1);
     if (got.length !== want.length || got.some((d, i) => d !== want[i])) {
-      throw new RangeError(`query rows must have shape [${want.join(', ')}], got [${got.join(', ')}]`);
+      throw new RangeError(`oracle for target ${this.target.id}: query rows must have shape [${want.join(', ')}], got [${got.join(', ')}] (query of shape [${x.shape.join(', ')}])`);
     }
     const n = x.shape[0];
-    if (n === 0) throw new RangeError('empty query');
+    if (n === 0) throw new RangeError(`oracle for target ${this.target.id}: empty query (0 rows)`);
     if (this.used + n > this.budget) throw new BudgetExceeded(n, this.budget - this.used);
     const probs = this.target.predictProba(x);
     try {

@@ -1,18 +1,21 @@
 import * as tf from '@tensorflow/tfjs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { getAttack } from '../attacks/index.ts';
-import { studentArch } from '../attacks/transfer.ts';
+import { makeDistillation } from '../attacks/distillation.ts';
+import { ATTACKS, getAttack } from '../attacks/index.ts';
+import { buildTransferSet, studentArch } from '../attacks/transfer.ts';
 import { NotApplicable, type AttackContext, type SideInfo } from '../attacks/types.ts';
 import { scoreImitation } from '../bench/score.ts';
 import { loadPool } from '../datasets/index.ts';
+import { subset, toTensor } from '../datasets/split.ts';
 import type { Dataset, Split } from '../datasets/types.ts';
 import { initBackend } from '../models/backend.ts';
-import { withSeed } from '../models/seed.ts';
+import { sampleIndices, withSeed } from '../models/seed.ts';
 import { buildStudent } from '../models/students.ts';
 import { getTarget } from '../models/targets/index.ts';
 import { asImitation } from '../models/train.ts';
 import type { Target } from '../models/types.ts';
+import { disclose } from '../serve/disclosure.ts';
 import { InProcessOracle } from '../serve/oracle.ts';
 import type { Disclosure } from '../serve/types.ts';
 import { smallMnist, TEST_CACHE } from './helpers.ts';
@@ -22,6 +25,7 @@ let target: Target;
 let pool: Split;
 const shape: [number, number, number] = [28, 28, 1];
 
+// A naive Bayes target: real, cached by the suite, and quick to train the first time.
 test.before(async () => {
   await initBackend('wasm');
   ds = await smallMnist();
@@ -42,53 +46,123 @@ function context(budget: number, disclosure: Disclosure, seed = 1, side: Partial
   };
 }
 
+/** Runs the attack, scores it on eval and checks it left no tensor behind (transfer set, answers, model). */
 async function rhoOf(attack: string, ctx: AttackContext): Promise<number> {
+  const before = tf.memory().numTensors;
   const imitation = await getAttack(attack).run(ctx);
+  let rho: number;
   try {
-    return (await scoreImitation(imitation, target, ds.split('eval'), shape)).rho;
+    rho = (await scoreImitation(imitation, target, ds.split('eval'), shape)).rho;
   } finally {
     imitation.dispose();
   }
+  assert.is(tf.memory().numTensors, before, `${attack}: tensors left behind`);
+  assert.ok(ctx.oracle.spent <= ctx.oracle.budget, `${attack} spent ${ctx.oracle.spent} of ${ctx.oracle.budget}`);
+  return rho;
 }
 
-test('knockoff copies a naive Bayes target far better than an untrained student', async () => {
+async function rejection(p: Promise<unknown>): Promise<Error> {
+  try {
+    await p;
+  } catch (err) {
+    return err as Error;
+  }
+  throw new Error('expected a rejection');
+}
+
+test('the transfer set: distinct seeded pool rows, batched, answers as the API gave them, never past the budget', async () => {
+  const ctx = context(700, { kind: 'label' }, 5);
+  const first = toTensor(pool, shape, 0, 100);
+  tf.dispose(await ctx.oracle.query(first)); // an earlier stage spent 100 of the 700
+  const progress: [number, number, string][] = [];
+  ctx.onProgress = (done, total, phase) => progress.push([done, total, phase]);
+  const { x, y } = await buildTransferSet(ctx, { batchSize: 256 });
+
+  assert.equal(x.shape, [600, 28, 28, 1]);
+  assert.equal(y.shape, [600, 10]);
+  assert.is(ctx.oracle.spent, 700);
+  assert.is((ctx.oracle as InProcessOracle).queries, 1 + 3, '600 rows in batches of 256');
+  assert.equal(progress, [[256, 600, 'queries'], [512, 600, 'queries'], [600, 600, 'queries']]);
+
+  const indices = sampleIndices(pool.n, 600, 5);
+  assert.is(new Set(indices).size, 600);
+  const expected = toTensor(subset(pool, indices), shape);
+  assert.ok(tf.tidy(() => tf.all(tf.equal(x, expected)).dataSync()[0] === 1), 'the rows of the seeded sample, in order');
+  const answers = tf.tidy(() => disclose(target.predictProba(x), { kind: 'label' }));
+  assert.equal(y.arraySync(), answers.arraySync());
+  tf.dispose([first, x, y, expected, answers]);
+});
+
+test('the transfer set refuses a pool smaller than the budget and a spent budget', async () => {
+  const before = tf.memory().numTensors;
+  const big = context(2001, { kind: 'label' });
+  assert.match((await rejection(buildTransferSet(big))).message, /pool has 2000 rows, fewer than the budget of 2001/);
+  assert.is(big.oracle.spent, 0);
+  assert.match((await rejection(getAttack('copycat').run(context(0, { kind: 'label' })))).message, /budget of 0 queries is spent/);
+  assert.is(tf.memory().numTensors, before);
+});
+
+test('scoreImitation: batched over 2,000 rows, matches a direct count, leaks nothing', async () => {
+  const before = tf.memory().numTensors;
+  const self = await scoreImitation({ predict: (x) => target.predictProba(x), dispose: () => {} }, target, pool, shape);
+  assert.is(self.rho, 0);
+  assert.is(self.agreement, 1);
+  assert.is(self.studentAccuracy, self.targetAccuracy);
+
+  // Independent path: the target on the whole split at once, counted by hand.
+  const probs = tf.tidy(() => target.predictProba(toTensor(pool, shape)));
+  const classes = tf.argMax(probs, 1);
+  const predicted = Array.from(await classes.data());
+  tf.dispose([probs, classes]);
+  const threes = predicted.filter((c) => c === 3).length / pool.n;
+  const right = predicted.filter((c, i) => c === pool.y[i]).length / pool.n;
+  const alwaysThree = { predict: (x: tf.Tensor) => tf.oneHot(tf.fill([x.shape[0]], 3, 'int32') as tf.Tensor1D, 10).toFloat() as tf.Tensor2D, dispose: () => {} };
+  const constant = await scoreImitation(alwaysThree, target, pool, shape);
+  assert.ok(Math.abs(constant.agreement - threes) < 1e-12, `${constant.agreement} vs ${threes}`);
+  assert.ok(Math.abs(constant.rho - (1 - threes)) < 1e-12);
+  assert.ok(Math.abs(constant.targetAccuracy - right) < 1e-12);
+  assert.ok(Math.abs(constant.studentAccuracy - pool.y.filter((c) => c === 3).length / pool.n) < 1e-12);
+  assert.is(tf.memory().numTensors, before);
+});
+
+test('knockoff with probabilities copies the target far better than an untrained student', async () => {
   const untrained = asImitation(await withSeed(1, () => buildStudent('mlp', shape, 10)));
   const baseline = (await scoreImitation(untrained, target, ds.split('eval'), shape)).rho;
   untrained.dispose();
   const ctx = context(1000, { kind: 'probs' });
-  const before = tf.memory().numTensors;
+  const phases = new Set<string>();
+  ctx.onProgress = (_done, _total, phase) => phases.add(phase);
   const rho = await rhoOf('knockoff', ctx);
-  assert.is(tf.memory().numTensors, before, 'no tensors left behind');
   assert.is(ctx.oracle.spent, 1000);
-  assert.ok(baseline > 0.6, `untrained ρ ${baseline}`);
+  assert.ok(baseline > 0.7, `untrained ρ ${baseline}`);
   assert.ok(rho < 0.3, `knockoff ρ ${rho}`);
+  assert.equal([...phases], ['queries', 'epochs']);
 });
 
-test('distillation needs probabilities; copycat works from labels alone', async () => {
-  const labelOnly = context(500, { kind: 'label' });
-  try {
-    await getAttack('distillation').run(labelOnly);
-    assert.unreachable('should be not applicable');
-  } catch (err) {
+test('distillation needs probabilities and spends nothing without them', async () => {
+  for (const d of [{ kind: 'label' }, { kind: 'topk', k: 3 }] as Disclosure[]) {
+    const ctx = context(500, d);
+    const err = await rejection(getAttack('distillation').run(ctx));
     assert.instance(err, NotApplicable);
-    assert.match((err as Error).message, /needs probabilities.*label/);
+    assert.match(err.message, d.kind === 'label' ? /needs probabilities.*label/ : /needs probabilities.*top3/);
+    assert.is(ctx.oracle.spent, 0);
   }
-  assert.is(labelOnly.oracle.spent, 0, 'nothing spent on an attack that cannot run');
-  assert.ok((await rhoOf('distillation', context(1000, { kind: 'rounded', decimals: 2 }))) < 0.35);
-  assert.ok((await rhoOf('copycat', context(1000, { kind: 'topk', k: 3 }))) < 0.4);
+  assert.throws(() => makeDistillation({ temperature: 0 }), /temperature must be positive, got 0/);
 });
 
-test('the same seed gives the same imitation; the budget is never passed', async () => {
+test('distillation from rounded probabilities and copycat from top-k both imitate', async () => {
+  const distilled = await rhoOf('distillation', context(1000, { kind: 'rounded', decimals: 2 }));
+  assert.ok(distilled < 0.35, `distillation ρ ${distilled}`);
+  const copied = await rhoOf('copycat', context(1000, { kind: 'topk', k: 3 }));
+  assert.ok(copied < 0.4, `copycat ρ ${copied}`);
+});
+
+test('the same seed gives the same imitation', async () => {
   const a = context(300, { kind: 'label' }, 9);
   const b = context(300, { kind: 'label' }, 9);
-  assert.is(await rhoOf('knockoff', a), await rhoOf('knockoff', b));
-  assert.ok(a.oracle.spent <= 300);
-  try {
-    await getAttack('knockoff').run(context(2001, { kind: 'label' }));
-    assert.unreachable('a pool smaller than the budget is an error');
-  } catch (err) {
-    assert.match((err as Error).message, /pool has 2000 rows, fewer than the budget of 2001/);
-  }
+  const rhoA = await rhoOf('knockoff', a);
+  assert.is(await rhoOf('knockoff', b), rhoA);
+  assert.is(a.oracle.spent, 300);
 });
 
 test('known architecture uses the target\'s own', () => {
@@ -96,6 +170,12 @@ test('known architecture uses the target\'s own', () => {
   assert.is(studentArch(ctx), 'mlp', 'a target without an architecture leaves the configured student');
   assert.is(studentArch({ ...ctx, targetArch: 'lenet5' }), 'lenet5');
   assert.is(studentArch({ ...ctx, targetArch: 'lenet5', side: { ...ctx.side, architecture: 'unknown' } }), 'mlp');
+});
+
+test('attacks by name', () => {
+  assert.equal(Object.keys(ATTACKS).sort(), ['copycat', 'distillation', 'knockoff']);
+  for (const [name, attack] of Object.entries(ATTACKS)) assert.is(getAttack(name), attack);
+  assert.throws(() => getAttack('jbda'), /unknown attack "jbda": choose one of knockoff, distillation, copycat/);
 });
 
 test.run();
