@@ -6,7 +6,7 @@ import type { Dataset } from '../datasets/types.ts';
 import { initBackend } from '../models/backend.ts';
 import { withSeed } from '../models/seed.ts';
 import { buildStudent } from '../models/students.ts';
-import { fitSoft, softCrossEntropy } from '../models/train.ts';
+import { asImitation, fitSoft, predictBatched, softCrossEntropy } from '../models/train.ts';
 import { STUDENT_ARCHS } from '../models/types.ts';
 import { smallMnist } from './helpers.ts';
 
@@ -45,28 +45,70 @@ async function trainCnn(seed: number) {
   const x = toTensor(train, shape, 0, 1000);
   const y = tf.tidy(() => tf.oneHot(tf.tensor1d(train.y.subarray(0, 1000), 'int32'), 10).toFloat() as tf.Tensor2D);
   const model = await withSeed(seed, () => buildStudent('cnn-small', shape, 10));
+  const before = tf.memory().numTensors;
   const { losses } = await fitSoft(model, x, y, { epochs: 3, batchSize: 32, lr: 0.003, seed });
+  const leaked = tf.memory().numTensors - before;
   tf.dispose([x, y]);
-  return { model, losses };
+  return { model, losses, leaked };
 }
 
 test('cnn-small learns real MNIST, deterministically, without leaking tensors', async () => {
   const before = tf.memory().numTensors;
   const a = await trainCnn(4);
   const b = await trainCnn(4);
+  assert.is(a.leaked, 0, 'fitSoft leaves no tensors behind (optimizer state included)');
   assert.equal(a.losses, b.losses, 'same seed, same losses');
   assert.ok(a.losses[2] < a.losses[0], 'loss falls');
   const ev = toTensor(ds.split('eval'), shape);
-  const pa = tf.tidy(() => (a.model.predict(ev) as tf.Tensor).argMax(1));
-  const pb = tf.tidy(() => (b.model.predict(ev) as tf.Tensor).argMax(1));
-  const predA = pa.dataSync();
-  assert.equal(Array.from(predA), Array.from(pb.dataSync()));
+  const predict = (m: tf.LayersModel) => tf.tidy(() => (m.predict(ev) as tf.Tensor).argMax(1).dataSync());
+  const predA = predict(a.model);
+  assert.equal(Array.from(predA), Array.from(predict(b.model)), 'same seed, same predictions');
   const acc = Array.from(predA).filter((p, i) => p === ds.split('eval').y[i]).length / predA.length;
   assert.ok(acc > 0.8, `held-out accuracy ${acc}`);
-  tf.dispose([ev, pa, pb]);
+  tf.dispose(ev);
   a.model.dispose();
   b.model.dispose();
-  assert.is(tf.memory().numTensors, before);
+  assert.is(tf.memory().numTensors, before, 'models disposed: back where we started');
 });
+
+test('a different seed trains differently', async () => {
+  const a = await trainCnnShort(4);
+  const c = await trainCnnShort(5);
+  assert.not.equal(a, c);
+});
+
+test('asImitation: batched softmax equals the one-shot one, rows sum to 1, no leaks; dispose frees the model', async () => {
+  const model = await withSeed(9, () => buildStudent('mlp', shape, 10));
+  const x = toTensor(ds.split('eval'), shape, 0, 70);
+  const before = tf.memory().numTensors;
+  const imitation = asImitation(model, 16); // 70 rows: 5 batches, the last one short
+  const batched = imitation.predict(x);
+  const whole = tf.tidy(() => tf.softmax(model.predict(x) as tf.Tensor2D));
+  assert.equal(batched.shape, [70, 10]);
+  const b = batched.dataSync();
+  const w = whole.dataSync();
+  assert.ok(b.every((v, i) => Math.abs(v - w[i]) < 1e-6));
+  const sums = tf.tidy(() => tf.sum(batched, 1).dataSync());
+  assert.ok(sums.every((v) => Math.abs(v - 1) < 1e-5));
+  const doubled = predictBatched((t) => tf.mul(t.reshape([t.shape[0], -1]), 2) as tf.Tensor2D, x, 32);
+  assert.equal(doubled.shape, [70, 784]);
+  tf.dispose([batched, whole, doubled]);
+  assert.is(tf.memory().numTensors, before);
+  const weights = model.countParams() > 0 ? tf.memory().numTensors : 0;
+  imitation.dispose();
+  assert.ok(tf.memory().numTensors < weights, 'model weights freed');
+  x.dispose();
+});
+
+async function trainCnnShort(seed: number): Promise<number[]> {
+  const train = ds.split('train');
+  const x = toTensor(train, shape, 0, 200);
+  const y = tf.tidy(() => tf.oneHot(tf.tensor1d(train.y.subarray(0, 200), 'int32'), 10).toFloat() as tf.Tensor2D);
+  const model = await withSeed(seed, () => buildStudent('cnn-small', shape, 10));
+  const { losses } = await fitSoft(model, x, y, { epochs: 1, batchSize: 32, lr: 0.003, seed });
+  tf.dispose([x, y]);
+  model.dispose();
+  return losses;
+}
 
 test.run();

@@ -3,29 +3,35 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { initBackend } from '../models/backend.ts';
 import { rng } from '../models/seed.ts';
+import { registerWasmKernels } from '../models/wasm-kernels.ts';
 
 type Case = { n: number; h: number; w: number; ci: number; co: number; k: number; stride: 1 | 2; pad: 'same' | 'valid' };
 
-/** dL/dW for L = Σ conv2d(x, W) ⊙ g, on whichever backend is current. */
-function filterGrad(c: Case, x: Float32Array, w: Float32Array, g: Float32Array): Float32Array {
-  return tf.tidy(() => {
-    const xt = tf.tensor4d(x, [c.n, c.h, c.w, c.ci]);
-    const wt = tf.tensor4d(w, [c.k, c.k, c.ci, c.co]);
-    const out = tf.conv2d(xt, wt, c.stride, c.pad);
-    const gt = tf.tensor(g, out.shape);
-    const grad = tf.grad((ww: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(xt, ww as tf.Tensor4D, c.stride, c.pad), gt)))(wt);
-    return grad.dataSync() as Float32Array;
+const random = rng(42, 'kernel-test');
+const pick = (lo: number, hi: number) => lo + Math.floor(random() * (hi - lo + 1));
+const fill = (len: number, zeroFraction = 0) =>
+  Float32Array.from({ length: len }, () => (random() < zeroFraction ? 0 : random() * 2 - 1));
+
+/** Runs fn on the cpu backend, then on wasm, and compares: max |diff| / max |expected|. */
+async function cpuVsWasm(label: string, fn: () => tf.Tensor[]): Promise<void> {
+  await initBackend('cpu');
+  const expected = tf.tidy(() => fn().map((t) => t.dataSync() as Float32Array));
+  await initBackend('wasm');
+  const actual = tf.tidy(() => fn().map((t) => t.dataSync() as Float32Array));
+  expected.forEach((e, j) => {
+    const a = actual[j];
+    assert.is(a.length, e.length, label);
+    let diff = 0;
+    let norm = 1e-12;
+    for (let i = 0; i < e.length; i++) {
+      diff = Math.max(diff, Math.abs(a[i] - e[i]));
+      norm = Math.max(norm, Math.abs(e[i]));
+    }
+    assert.ok(diff / norm <= 1e-4, `relative error ${diff / norm} in output ${j} for ${label}`);
   });
 }
 
-function outSize(c: Case): number {
-  const o = (s: number) => (c.pad === 'same' ? Math.ceil(s / c.stride) : Math.floor((s - c.k) / c.stride) + 1);
-  return c.n * o(c.h) * o(c.w) * c.co;
-}
-
-test('wasm Conv2DBackpropFilter matches the cpu backend (strides 1, 2; same, valid; random shapes)', async () => {
-  const random = rng(42, 'conv-test');
-  const pick = (lo: number, hi: number) => lo + Math.floor(random() * (hi - lo + 1));
+function convCases(): Case[] {
   const cases: Case[] = [];
   for (const stride of [1, 2] as const)
     for (const pad of ['same', 'valid'] as const)
@@ -33,41 +39,104 @@ test('wasm Conv2DBackpropFilter matches the cpu backend (strides 1, 2; same, val
         const k = random() < 0.5 ? 3 : 5;
         cases.push({ n: pick(1, 4), h: pick(k, 15), w: pick(k, 15), ci: pick(1, 5), co: pick(1, 6), k, stride, pad });
       }
-  for (const c of cases) {
-    const fill = (len: number) => Float32Array.from({ length: len }, () => random() * 2 - 1);
+  return cases;
+}
+
+/** dL/dx and dL/dW for L = Σ conv2d(x, W) ⊙ g: Conv2DBackpropInput and Conv2DBackpropFilter. */
+function convGrads(c: Case, x: Float32Array, w: Float32Array, g: Float32Array): tf.Tensor[] {
+  const xt = tf.tensor4d(x, [c.n, c.h, c.w, c.ci]);
+  const wt = tf.tensor4d(w, [c.k, c.k, c.ci, c.co]);
+  const out = tf.conv2d(xt, wt, c.stride, c.pad);
+  const gt = tf.tensor(g, out.shape);
+  const f = (a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, c.stride, c.pad), gt));
+  return tf.grads(f)([xt, wt]);
+}
+
+test('wasm conv2d gradients (input and filter) match the cpu backend: strides 1, 2; same, valid; random shapes', async () => {
+  for (const c of convCases()) {
+    await initBackend('cpu');
+    const outLen = tf.tidy(() => tf.conv2d(tf.zeros([c.n, c.h, c.w, c.ci]) as tf.Tensor4D, tf.zeros([c.k, c.k, c.ci, c.co]) as tf.Tensor4D, c.stride, c.pad).size);
     const x = fill(c.n * c.h * c.w * c.ci);
     const w = fill(c.k * c.k * c.ci * c.co);
-    const g = fill(outSize(c));
-    await initBackend('cpu');
-    const expected = filterGrad(c, x, w, g);
-    await initBackend('wasm');
-    const actual = filterGrad(c, x, w, g);
-    assert.is(actual.length, expected.length);
-    let diff = 0;
-    let norm = 0;
-    for (let i = 0; i < expected.length; i++) {
-      diff = Math.max(diff, Math.abs(actual[i] - expected[i]));
-      norm = Math.max(norm, Math.abs(expected[i]));
-    }
-    assert.ok(diff / norm <= 1e-4, `relative error ${diff / norm} for ${JSON.stringify(c)}`);
+    const g = fill(outLen);
+    await cpuVsWasm(JSON.stringify(c), () => convGrads(c, x, w, g));
   }
 });
 
-test('the kernel is registered for wasm (the stock 4.22 backend has none)', async () => {
-  await initBackend('wasm');
-  assert.ok(tf.getKernel('Conv2DBackpropFilter', 'wasm'));
+test('wasm max-pool gradient matches the cpu backend, ties included (ReLU zeros, repeated values)', async () => {
+  const shapes: [number, number, number, number, number][] = [
+    [2, 8, 6, 3, 2], // [n, h, w, c, pool]: even sizes, 2×2 (the fast path)
+    [3, 28, 28, 4, 2],
+    [2, 7, 9, 2, 2], // odd sizes: the last row and column lie in no window
+    [2, 9, 9, 3, 3], // 3×3: wasm's own kernel, which breaks ties its own way, so no ties here
+  ];
+  for (const [n, h, w, c, p] of shapes) {
+    // Coarse values: many exact ties inside windows.
+    const coarse = (v: number) => (p === 2 ? Math.round(v * 3) / 3 : v);
+    const x = Float32Array.from(fill(n * h * w * c, p === 2 ? 0.4 : 0), coarse);
+    const oh = Math.floor((h - p) / p) + 1;
+    const ow = Math.floor((w - p) / p) + 1;
+    const g = fill(n * oh * ow * c);
+    await cpuVsWasm(`maxPool ${[n, h, w, c, p]}`, () => {
+      const xt = tf.tensor4d(x, [n, h, w, c]);
+      const gt = tf.tensor4d(g, [n, oh, ow, c]);
+      return [tf.grad((v: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(v as tf.Tensor4D, p, p, 'valid'), gt)))(xt)];
+    });
+  }
 });
 
-test('the registered kernel leaks no tensors', async () => {
+test('wasm matMul with transposed operands matches the cpu backend', async () => {
+  const a = fill(7 * 5);
+  const b = fill(5 * 3);
+  await cpuVsWasm('matMul', () => {
+    const at = tf.tensor2d(a, [7, 5]);
+    const bt = tf.tensor2d(b, [5, 3]);
+    return [
+      tf.matMul(at, bt),
+      tf.matMul(at.transpose(), bt.transpose(), true, true),
+      tf.matMul(at.transpose(), bt, true, false),
+      tf.matMul(at, bt.transpose(), false, true),
+      tf.matMul(tf.reshape(at, [1, 7, 5]), tf.reshape(bt.transpose(), [1, 3, 5]), false, true),
+    ];
+  });
+});
+
+test('stock wasm 4.22 lacks Conv2DBackpropFilter; registerWasmKernels supplies it, idempotently', async () => {
   await initBackend('wasm');
-  const c: Case = { n: 2, h: 9, w: 9, ci: 3, co: 4, k: 3, stride: 2, pad: 'same' };
-  const data = (len: number) => new Float32Array(len).fill(0.5);
-  filterGrad(c, data(2 * 81 * 3), data(9 * 3 * 4), data(outSize(c))); // warm-up: kernels allocate once
-  const before = tf.memory().numTensors;
-  const bytes = tf.memory().numBytes;
-  filterGrad(c, data(2 * 81 * 3), data(9 * 3 * 4), data(outSize(c)));
-  assert.is(tf.memory().numTensors, before);
-  assert.is(tf.memory().numBytes, bytes);
+  const ours = tf.getKernel('Conv2DBackpropFilter', 'wasm');
+  assert.ok(ours);
+  tf.unregisterKernel('Conv2DBackpropFilter', 'wasm');
+  try {
+    const c: Case = { n: 1, h: 5, w: 5, ci: 1, co: 1, k: 3, stride: 1, pad: 'same' };
+    assert.throws(() => tf.tidy(() => convGrads(c, fill(25), fill(9), fill(25))), /Conv2DBackpropFilter/);
+  } finally {
+    registerWasmKernels();
+  }
+  const again = tf.getKernel('Conv2DBackpropFilter', 'wasm');
+  assert.ok(again);
+  const matmul = tf.getKernel('BatchMatMul', 'wasm')!.kernelFunc;
+  registerWasmKernels();
+  assert.is(tf.getKernel('BatchMatMul', 'wasm')!.kernelFunc, matmul, 'a second call leaves the kernels as they are');
+});
+
+test('the wasm kernels leak no tensors or memory', async () => {
+  await initBackend('wasm');
+  const c: Case = { n: 2, h: 10, w: 10, ci: 3, co: 4, k: 3, stride: 2, pad: 'same' };
+  const x = fill(2 * 100 * 3);
+  const w = fill(9 * 3 * 4);
+  const g = fill(2 * 25 * 4);
+  const step = () =>
+    tf.tidy(() => {
+      const grads = convGrads(c, x, w, g);
+      const pooled = tf.grad((v: tf.Tensor) => tf.sum(tf.maxPool(v as tf.Tensor4D, 2, 2, 'valid')))(grads[0]);
+      return [...grads, pooled, tf.matMul(grads[1].reshape([27, 4]), grads[1].reshape([27, 4]), true, false)].map((t) => t.dataSync());
+    });
+  step(); // warm-up: kernels allocate once
+  const before = tf.memory();
+  step();
+  const after = tf.memory();
+  assert.is(after.numTensors, before.numTensors);
+  assert.is(after.numBytes, before.numBytes);
 });
 
 test.run();
