@@ -19,13 +19,20 @@ export async function fitCnn(data: Split, inputShape: [number, number, number], 
   const x = toTensor(data, inputShape);
   const y = tf.tidy(() => tf.oneHot(tf.tensor1d(data.y, 'int32'), classes).toFloat() as tf.Tensor2D);
   try {
-    await fitSoft(model, x, y, { epochs: o.epochs, batchSize: o.batchSize, lr: o.lr, seed: o.seed });
+    const { losses } = await fitSoft(model, x, y, { epochs: o.epochs, batchSize: o.batchSize, lr: o.lr, seed: o.seed });
+    const last = losses.at(-1);
+    // A diverged network answers NaN probabilities; better to refuse it here than deep in a sweep.
+    if (last !== undefined && !Number.isFinite(last)) throw new Error(`cnn target (${o.arch}): training diverged (loss ${last} after ${losses.length} epochs); lower lr (now ${o.lr})`);
+  } catch (err) {
+    model.dispose();
+    throw err;
   } finally {
     tf.dispose([x, y]);
   }
   return model;
 }
 
+/** The model answers logits; the target answers their softmax. */
 export function cnnTarget(id: string, arch: StudentArch, model: tf.LayersModel, inputShape: [number, number, number], classes: number, testAccuracy = NaN): Target {
   return {
     id,
@@ -49,15 +56,20 @@ export async function serializeModel(model: tf.LayersModel): Promise<{ topology:
     }),
   );
   if (!saved?.weightData || !saved.weightSpecs) throw new Error('model serialisation produced no weights');
-  const weightData = saved.weightData as ArrayBuffer;
   return {
     topology: new TextEncoder().encode(JSON.stringify({ modelTopology: saved.modelTopology, weightSpecs: saved.weightSpecs })),
-    weights: new Uint8Array(weightData.slice(0)),
+    // Large models may hand their weights over in several buffers.
+    weights: new Uint8Array(tf.io.CompositeArrayBuffer.join(saved.weightData)),
   };
 }
 
-export async function deserializeModel(topology: Uint8Array, weights: Uint8Array): Promise<tf.LayersModel> {
-  const { modelTopology, weightSpecs } = JSON.parse(new TextDecoder().decode(topology));
-  const weightData = weights.slice().buffer;
-  return tf.loadLayersModel(tf.io.fromMemory({ modelTopology, weightSpecs, weightData }));
+/** Inverse of serializeModel; throws (rather than loading garbage) when the weights do not match the topology. */
+export async function deserializeModel(topology: Uint8Array | undefined, weights: Uint8Array | undefined): Promise<tf.LayersModel> {
+  if (!topology || !weights) throw new Error('cnn cache entry lacks model.json or weights.bin');
+  const { modelTopology, weightSpecs } = JSON.parse(new TextDecoder().decode(topology)) as { modelTopology: object; weightSpecs: tf.io.WeightsManifestEntry[] };
+  const want = weightSpecs.reduce((sum, s) => sum + s.shape.reduce((a, b) => a * b, 1) * 4, 0);
+  if (weightSpecs.some((s) => s.dtype !== 'float32') || want !== weights.byteLength) {
+    throw new Error(`cnn weights: ${weights.byteLength} bytes where the topology needs ${want} bytes of float32`);
+  }
+  return tf.loadLayersModel(tf.io.fromMemory({ modelTopology, weightSpecs, weightData: weights.slice().buffer }));
 }

@@ -8,77 +8,104 @@ export interface NaiveBayesParams {
   features: number;
   /** [classes × features] */
   means: Float32Array;
-  /** [classes × features], smoothing included. */
+  /** [classes × features], smoothing included, so every entry is > 0. */
   variances: Float32Array;
+  /** log(count_c / n); a class absent from the data gets a large negative number instead of −∞. */
   logPriors: Float32Array;
 }
 
+/** Stands in for log 0: finite, so no −∞ − (−∞) = NaN can arise, and exp() of it is exactly 0. */
+const LOG_ZERO = -1e30;
+
 /**
- * Gaussian naive Bayes. Variance smoothing as in scikit-learn: ε = varSmoothing × the largest
- * feature variance is added to every class variance, so constant pixels (MNIST's borders) do
- * not divide by zero. A class absent from the data gets prior 0 (log −∞ is replaced by a large negative).
+ * Gaussian naive Bayes as scikit-learn fits it: per-class means and (population) variances, and
+ * variance smoothing ε = varSmoothing × the largest per-feature variance of the whole data, added
+ * to every class variance, so MNIST's constant border pixels never divide by zero.
  */
 export function fitNaiveBayes(data: Split, classes: number, varSmoothing: number): NaiveBayesParams {
+  if (data.n === 0) throw new RangeError('naive Bayes: no training rows');
+  if (!(varSmoothing >= 0)) throw new RangeError(`naive Bayes: varSmoothing must be ≥ 0, got ${varSmoothing}`);
   const d = data.x.length / data.n;
   const count = new Float64Array(classes);
   const sum = new Float64Array(classes * d);
   const sumSq = new Float64Array(classes * d);
-  const all = new Float64Array(d);
-  const allSq = new Float64Array(d);
   for (let r = 0; r < data.n; r++) {
     const c = data.y[r];
-    if (c < 0 || c >= classes) throw new RangeError(`naive Bayes: label ${c} at row ${r} outside 0..${classes - 1}`);
+    if (!(c >= 0 && c < classes)) throw new RangeError(`naive Bayes: label ${c} at training row ${r} is outside 0..${classes - 1}`);
     count[c]++;
+    const row = r * d;
+    const at = c * d;
     for (let f = 0; f < d; f++) {
-      const v = data.x[r * d + f];
-      sum[c * d + f] += v;
-      sumSq[c * d + f] += v * v;
-      all[f] += v;
-      allSq[f] += v * v;
+      const v = data.x[row + f];
+      sum[at + f] += v;
+      sumSq[at + f] += v * v;
     }
   }
+  // The whole data's per-feature variance, from the class sums (float64: no cancellation worth the name on [0, 1] data).
   let maxVar = 0;
-  for (let f = 0; f < d; f++) maxVar = Math.max(maxVar, allSq[f] / data.n - (all[f] / data.n) ** 2);
+  for (let f = 0; f < d; f++) {
+    let s = 0;
+    let sq = 0;
+    for (let c = 0; c < classes; c++) {
+      s += sum[c * d + f];
+      sq += sumSq[c * d + f];
+    }
+    maxVar = Math.max(maxVar, sq / data.n - (s / data.n) ** 2);
+  }
+  // All-constant data has no variance to scale: fall back to scikit-learn's default absolute size.
   const eps = varSmoothing * maxVar || 1e-9;
   const means = new Float32Array(classes * d);
   const variances = new Float32Array(classes * d);
   const logPriors = new Float32Array(classes);
   for (let c = 0; c < classes; c++) {
-    logPriors[c] = count[c] ? Math.log(count[c] / data.n) : -1e30;
+    logPriors[c] = count[c] ? Math.log(count[c] / data.n) : LOG_ZERO;
     for (let f = 0; f < d; f++) {
-      const m = count[c] ? sum[c * d + f] / count[c] : 0;
-      means[c * d + f] = m;
-      variances[c * d + f] = Math.max(0, count[c] ? sumSq[c * d + f] / count[c] - m * m : 0) + eps;
+      const i = c * d + f;
+      const m = count[c] ? sum[i] / count[c] : 0;
+      means[i] = m;
+      variances[i] = Math.max(0, count[c] ? sumSq[i] / count[c] - m * m : 0) + eps;
     }
   }
   return { classes, features: d, means, variances, logPriors };
 }
 
+/** Checks what a cache entry (or a caller) hands over before any tensor is made of it. */
+export function checkNaiveBayesParams(p: NaiveBayesParams): void {
+  const { classes, features: d } = p;
+  if (!(Number.isInteger(classes) && classes > 0 && Number.isInteger(d) && d > 0)) throw new Error(`naive Bayes: bad shape ${classes} classes × ${d} features`);
+  if (p.means.length !== classes * d) throw new Error(`naive Bayes: ${p.means.length} means for ${classes} × ${d}`);
+  if (p.variances.length !== classes * d) throw new Error(`naive Bayes: ${p.variances.length} variances for ${classes} × ${d}`);
+  if (p.logPriors.length !== classes) throw new Error(`naive Bayes: ${p.logPriors.length} priors for ${classes} classes`);
+  if (!p.variances.every((v) => v > 0 && Number.isFinite(v))) throw new Error('naive Bayes: a variance is not a positive finite number');
+}
+
 /**
- * log p(x, c) = log prior − ½ Σ log 2πσ² − ½ Σ (x − μ)²/σ², expanded so one batch costs two
- * matmuls: Σ x²/σ² − 2 Σ x μ/σ² + Σ μ²/σ². Softmax over classes normalises in log space.
+ * log p(x, c) = log prior_c − ½ Σ_f log 2πσ²_cf − ½ Σ_f (x_f − μ_cf)²/σ²_cf. The squared distance is
+ * taken per class by broadcasting rather than expanded into x² − 2xμ + μ² matmuls: with a small
+ * varSmoothing, 1/σ² reaches 1e9 on border pixels and the expanded form cancels to noise in float32.
+ * Normalised after shifting by the row's maximum, so a row far from every class still sums to 1.
  */
 export function naiveBayesTarget(id: string, p: NaiveBayesParams, inputShape: [number, number, number], testAccuracy = NaN): Target {
+  checkNaiveBayesParams(p);
   const { classes, features: d } = p;
-  const invVar = new Float32Array(classes * d);
-  const meanOverVar = new Float32Array(classes * d);
   const bias = new Float32Array(classes);
+  const invVar = new Float32Array(classes * d);
   for (let c = 0; c < classes; c++) {
     let b = p.logPriors[c];
     for (let f = 0; f < d; f++) {
       const i = c * d + f;
       invVar[i] = 1 / p.variances[i];
-      meanOverVar[i] = p.means[i] * invVar[i];
-      b -= 0.5 * (Math.log(2 * Math.PI * p.variances[i]) + p.means[i] * p.means[i] * invVar[i]);
+      b -= 0.5 * Math.log(2 * Math.PI * p.variances[i]);
     }
     bias[c] = b;
   }
-  const wSq = tf.tensor2d(invVar, [classes, d]).transpose() as tf.Tensor2D;
-  const wLin = tf.tensor2d(meanOverVar, [classes, d]).transpose() as tf.Tensor2D;
+  const mu = tf.tensor3d(p.means, [1, classes, d]);
+  const iv = tf.tensor3d(invVar, [1, classes, d]);
   const b = tf.tensor1d(bias);
   const logJoint = (x: tf.Tensor) => {
-    const flat = x.reshape([x.shape[0], d]) as tf.Tensor2D;
-    return tf.add(tf.add(tf.mul(tf.matMul(tf.square(flat), wSq), -0.5), tf.matMul(flat, wLin)), b) as tf.Tensor2D;
+    const flat = x.reshape([x.shape[0], 1, d]);
+    const dist = tf.sum(tf.mul(tf.square(tf.sub(flat, mu)), iv), 2);
+    return tf.sub(b, tf.mul(dist, 0.5)) as tf.Tensor2D;
   };
   return {
     id,
@@ -86,7 +113,14 @@ export function naiveBayesTarget(id: string, p: NaiveBayesParams, inputShape: [n
     inputShape,
     classes,
     testAccuracy,
-    predictProba: (x) => predictBatched((batch) => tf.softmax(logJoint(batch)), x),
-    dispose: () => tf.dispose([wSq, wLin, b]),
+    predictProba: (x) =>
+      predictBatched((batch) => {
+        // Shift by the row's max (exp ≤ 1, at least one term is 1), then divide: exp(l − logSumExp)
+        // would carry float32's error in the log into every entry, and rows would miss 1 by 1e-5.
+        const l = logJoint(batch);
+        const e = tf.exp(tf.sub(l, tf.max(l, 1, true)));
+        return tf.div(e, tf.sum(e, 1, true)) as tf.Tensor2D;
+      }, x, 256),
+    dispose: () => tf.dispose([mu, iv, b]),
   };
 }
