@@ -39,9 +39,14 @@ async function trainingSpeed(ds: Dataset, arch: StudentArch, rows: number): Prom
     await fitSoft(model, x.slice(0, Math.min(rows, 2 * BATCH)), y.slice(0, Math.min(rows, 2 * BATCH)), {
       epochs: 1, batchSize: BATCH, lr: 1e-3, seed: 1,
     });
-    const t0 = performance.now();
-    await fitSoft(model, x, y, { epochs: 1, batchSize: BATCH, lr: 1e-3, seed: 1 });
-    return rows / ((performance.now() - t0) / 1000);
+    // The best of three epochs: the figure describes the code, not whatever else the machine ran.
+    let best = Infinity;
+    for (let i = 0; i < 3; i++) {
+      const t0 = performance.now();
+      await fitSoft(model, x, y, { epochs: 1, batchSize: BATCH, lr: 1e-3, seed: 1 });
+      best = Math.min(best, performance.now() - t0);
+    }
+    return rows / (best / 1000);
   } finally {
     model.dispose();
     tf.dispose([x, y]);
@@ -61,7 +66,7 @@ for (const name of opts.backends.split(',') as ('tensorflow' | 'wasm' | 'cpu')[]
     continue;
   }
   // The pure-JS cpu backend is ~60× slower: fewer rows keep this script to minutes.
-  const rows = name === 'cpu' ? 256 : 4096;
+  const rows = name === 'cpu' ? 128 : 4096;
   const perArch: Record<string, number> = {};
   for (const arch of STUDENT_ARCHS) {
     perArch[arch] = Math.round(await trainingSpeed(ds, arch, rows));
