@@ -10,6 +10,7 @@ import { formatSummary } from '../bench/table.ts';
 import { DATASETS, DatasetError, POOL_KINDS } from '../datasets/index.ts';
 import { BackendUnavailable, type BackendName } from '../models/backend.ts';
 import { TARGET_FAMILIES } from '../models/targets/index.ts';
+import { registerServeCommand } from './serve-command.ts';
 import { STUDENT_ARCHS } from '../models/types.ts';
 
 const PRESETS_DIR = join(REPO_ROOT, 'bench', 'presets');
@@ -149,6 +150,8 @@ program
   .action((what?: string) => {
     process.exitCode = list(what);
   });
+
+registerServeCommand(program);
 
 try {
   await program.parseAsync();
