@@ -10,6 +10,7 @@ export class ConfigError extends Error {
 
 export const ATTACK_NAMES = ['knockoff', 'distillation', 'copycat'] as const;
 export const BACKEND_NAMES = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
+export const TRANSPORTS = ['inprocess', 'http'] as const;
 const DISCLOSURE_HELP = 'label, probs, topK (e.g. top3) or roundedN (e.g. rounded2)';
 
 /** Disclosures are written as short strings in configs ("label", "top3", "rounded2"), as users name them. */
@@ -96,6 +97,8 @@ export const sweepSchema = z
     budgets: z.array(count).min(1),
     seeds: z.array(seed).min(1).default([1]),
     backend: z.enum(BACKEND_NAMES).default('auto'),
+    /** 'http': the harness serves the targets on a loopback port and every attack queries them over HTTP. */
+    transport: z.enum(TRANSPORTS).default('inprocess'),
     /** Cells in flight at once. In one process they share one tfjs backend, so >1 interleaves rather than parallelises. */
     concurrency: count.max(64).default(1),
   })

@@ -1,4 +1,5 @@
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
 import { getAttack } from '../attacks/index.ts';
@@ -8,13 +9,14 @@ import type { Dataset, PoolKind, Split } from '../datasets/types.ts';
 import { initBackend, type BackendInfo, type BackendName } from '../models/backend.ts';
 import { getTarget } from '../models/targets/index.ts';
 import type { StudentSpec, Target } from '../models/types.ts';
-import { InProcessOracle } from '../serve/oracle.ts';
+import type { Oracle } from '../serve/types.ts';
 import { scoreImitation } from './score.ts';
 import type { SweepConfig } from './config.ts';
 import { expandCells } from './grid.ts';
 import { baseManifest, REPO_ROOT, type Manifest } from './manifest.ts';
 import { silentProgress, type Progress } from './progress.ts';
 import type { Cell, CellResult } from './types.ts';
+import { httpTransport, inProcess, type Transport } from './transport.ts';
 import { RunFiles } from './writers.ts';
 
 export interface SweepOptions {
@@ -27,6 +29,8 @@ export interface SweepOptions {
   /** Where datasets and trained targets are cached; default RHOBENCH_CACHE or <repo>/.cache. */
   cacheDir?: string;
   progress?: Progress;
+  /** Run folder, for files a transport writes (the HTTP server's ledger); default a temporary folder. */
+  runDir?: string;
 }
 
 /** What every cell of a sweep shares: loaded once, before the first cell. */
@@ -37,6 +41,7 @@ export interface SweepEnv {
   evalSplit: Split;
   targets: Map<string, Target>;
   pools: Map<PoolKind, Split>;
+  transport: Transport;
 }
 
 export async function prepareSweep(config: SweepConfig, opts: SweepOptions = {}): Promise<SweepEnv> {
@@ -56,10 +61,19 @@ export async function prepareSweep(config: SweepConfig, opts: SweepOptions = {})
   for (const kind of new Set(config.side.map((s) => s.pool))) {
     pools.set(kind, await loadPool(kind, dataset, poolSize, config.dataset.seed, cacheDir));
   }
-  return { config, backend, dataset, evalSplit: dataset.split('eval'), targets, pools };
+  const transport =
+    config.transport === 'http'
+      ? await httpTransport(config, {
+          runDir: opts.runDir ?? mkdtempSync(join(tmpdir(), 'rhobench-serve-')),
+          cacheDir,
+          log: (m) => progress.log(m),
+        })
+      : inProcess;
+  return { config, backend, dataset, evalSplit: dataset.split('eval'), targets, pools, transport };
 }
 
-export function disposeSweep(env: SweepEnv): void {
+export async function disposeSweep(env: SweepEnv): Promise<void> {
+  await env.transport.close();
   for (const t of env.targets.values()) t.dispose();
 }
 
@@ -82,14 +96,14 @@ export async function runCell(env: SweepEnv, cell: Cell, onStep?: Progress['cell
     backend: env.backend.name,
     gpu: env.backend.gpu,
   };
-  let oracle: InProcessOracle | undefined;
+  let oracle: Oracle | undefined;
   try {
     if (!target) throw new Error(`cell names unknown target "${cell.target}"`);
     const side: SideInfo = lookup(env.config.side, (s) => s.name, cell.side, 'side-information level');
     const student: StudentSpec = lookup(env.config.students, (s) => s.arch, cell.student, 'student');
     const pool = env.pools.get(side.pool);
     if (!pool) throw new Error(`no ${side.pool} pool was loaded`);
-    oracle = new InProcessOracle(target, cell.budget, side.disclosure);
+    oracle = env.transport.oracle(target, side, cell.budget);
     const imitation = await getAttack(cell.attack).run({
       oracle,
       pool,
@@ -153,9 +167,9 @@ export class SweepRun {
     const progress = opts.progress ?? silentProgress;
     const resultsDir = opts.resultsDir ?? join(REPO_ROOT, 'results');
     const dir = opts.runId ? join(resultsDir, opts.runId) : freshRunDir(resultsDir, config.name);
-    const env = await prepareSweep(config, { ...opts, progress });
     const files = new RunFiles(dir);
     await files.open();
+    const env = await prepareSweep(config, { ...opts, progress, runDir: dir });
     const manifest = baseManifest(dir.split(/[\\/]/).pop() as string, config, env.backend);
     manifest.targets = [...env.targets.values()].map((t) => ({
       id: t.id,
@@ -201,7 +215,7 @@ export class SweepRun {
     this.manifest.cells = { total: this.cells.length, ok: count('ok'), notApplicable: count('not-applicable'), failed: count('failed') };
     await this.files.writeAggregates(this.results);
     await this.files.writeManifest(this.manifest);
-    disposeSweep(this.env);
+    await disposeSweep(this.env);
   }
 }
 

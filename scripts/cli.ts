@@ -2,7 +2,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ATTACKS } from '../attacks/index.ts';
-import { BACKEND_NAMES, ConfigError, loadSweepConfig, type SweepConfig } from '../bench/config.ts';
+import { BACKEND_NAMES, ConfigError, loadSweepConfig, TRANSPORTS, type SweepConfig } from '../bench/config.ts';
 import { REPO_ROOT } from '../bench/manifest.ts';
 import { createProgress } from '../bench/progress.ts';
 import { SweepRun } from '../bench/runner.ts';
@@ -54,6 +54,7 @@ interface SweepFlags {
   seeds?: number[];
   budgets?: number[];
   concurrency?: number;
+  transport?: SweepConfig['transport'];
 }
 
 async function sweep(configArg: string, flags: SweepFlags): Promise<number> {
@@ -64,6 +65,7 @@ async function sweep(configArg: string, flags: SweepFlags): Promise<number> {
     ...(flags.seeds ? { seeds: flags.seeds } : {}),
     ...(flags.budgets ? { budgets: flags.budgets } : {}),
     ...(flags.concurrency ? { concurrency: flags.concurrency } : {}),
+    ...(flags.transport ? { transport: flags.transport } : {}),
   };
   const progress = createProgress();
   const run = await SweepRun.start(config, {
@@ -139,6 +141,7 @@ program
   .option('--seeds <list>', 'override the seeds, e.g. 1,2,3', intList)
   .option('--budgets <list>', 'override the query budgets, e.g. 100,1000', intList)
   .option('-c, --concurrency <n>', 'cells in flight at once (overrides the config)', positiveInt)
+  .addOption(new Option('-t, --transport <name>', 'how attacks reach the targets (overrides the config)').choices([...TRANSPORTS]))
   .action(async (config: string, flags: SweepFlags) => {
     process.exitCode = await sweep(config, flags);
   });

@@ -80,7 +80,23 @@ test('the same cell and seed give the same ρ; a cell leaves no tensors behind',
   assert.is(na.status, 'not-applicable');
   assert.match(na.error!, /label/);
   assert.is(tf.memory().numTensors, before, 'tensors leaked by a not-applicable cell');
-  disposeSweep(env);
+  await disposeSweep(env);
+});
+
+test('over HTTP the same cells give the same ρ as in-process, and the server ledgers every row', async () => {
+  const knockoffOnly = { ...config, attacks: ['knockoff' as const], budgets: [200] };
+  const local = await runSweep(knockoffOnly, { resultsDir, cacheDir, runId: 'local' });
+  const remote = await runSweep({ ...knockoffOnly, transport: 'http' }, { resultsDir, cacheDir, runId: 'remote' });
+  assert.is(remote.results.length, local.results.length);
+  for (const r of remote.results) {
+    const l = local.results.find((c) => c.side === r.side && c.budget === r.budget)!;
+    assert.is(r.status, 'ok', r.error);
+    assert.is(r.rho, l.rho, `${r.side}: http ρ ${r.rho} vs in-process ${l.rho}`);
+    assert.is(r.queries, r.budget);
+  }
+  const ledger = readFileSync(join(resultsDir, 'remote', 'serve-ledger.jsonl'), 'utf8').trim().split('\n');
+  const rows = ledger.map((l) => JSON.parse(l).rows as number).reduce((a, b) => a + b, 0);
+  assert.is(rows, remote.results.reduce((a, r) => a + r.queries, 0));
 });
 
 test.run();
