@@ -99,6 +99,17 @@ export const sweepSchema = z
     backend: z.enum(BACKEND_NAMES).default('auto'),
     /** 'http': the harness serves the targets on a loopback port and every attack queries them over HTTP. */
     transport: z.enum(TRANSPORTS).default('inprocess'),
+    /**
+     * With transport 'http': an API that is already running instead of one the harness starts.
+     * `keys` maps each side-information level to the environment variable holding its API key,
+     * so no secret is written into a config file.
+     */
+    server: z
+      .strictObject({
+        url: z.url(),
+        keys: z.record(z.string(), z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'the name of an environment variable')),
+      })
+      .optional(),
     /** Cells in flight at once. In one process they share one tfjs backend, so >1 interleaves rather than parallelises. */
     concurrency: count.max(64).default(1),
   })
@@ -120,6 +131,14 @@ export const sweepSchema = z
         path: ['budgets'],
         message: `largest budget ${largest} exceeds dataset.poolSize ${cfg.dataset.poolSize}, the attacker's same-distribution pool`,
       });
+    }
+    if (cfg.server) {
+      if (cfg.transport !== 'http') ctx.addIssue({ code: 'custom', path: ['server'], message: 'a server is only used with "transport": "http"' });
+      for (const s of cfg.side) {
+        if (!cfg.server.keys[s.name]) {
+          ctx.addIssue({ code: 'custom', path: ['server', 'keys'], message: `no API key variable for side-information level "${s.name}"` });
+        }
+      }
     }
     for (const [i, t] of cfg.targets.entries()) {
       if (t.trainSize > cfg.dataset.trainSize) {

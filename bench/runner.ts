@@ -16,7 +16,7 @@ import { expandCells } from './grid.ts';
 import { baseManifest, REPO_ROOT, type Manifest } from './manifest.ts';
 import { silentProgress, type Progress } from './progress.ts';
 import type { Cell, CellResult } from './types.ts';
-import { httpTransport, inProcess, type Transport } from './transport.ts';
+import { httpTransport, inProcess, remoteTransport, type Transport } from './transport.ts';
 import { RunFiles } from './writers.ts';
 
 export interface SweepOptions {
@@ -62,7 +62,9 @@ export async function prepareSweep(config: SweepConfig, opts: SweepOptions = {})
     pools.set(kind, await loadPool(kind, dataset, poolSize, config.dataset.seed, cacheDir));
   }
   const transport =
-    config.transport === 'http'
+    config.transport === 'http' && config.server
+      ? await remoteTransport(config, targets)
+      : config.transport === 'http'
       ? await httpTransport(config, {
           runDir: opts.runDir ?? mkdtempSync(join(tmpdir(), 'rhobench-serve-')),
           cacheDir,

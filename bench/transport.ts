@@ -8,7 +8,8 @@ import { hashKey, type ApiKey } from '../serve/keys.ts';
 import { InProcessOracle } from '../serve/oracle.ts';
 import { startServer, type RunningServer } from '../serve/server.ts';
 import type { Oracle } from '../serve/types.ts';
-import type { SweepConfig } from './config.ts';
+import { ConfigError, type SweepConfig } from './config.ts';
+import { describeDisclosure } from '../serve/disclosure.ts';
 
 /** How cells reach their targets: directly, or through a real HTTP API the harness runs on loopback. */
 export interface Transport {
@@ -76,5 +77,59 @@ export async function httpTransport(config: SweepConfig, opts: { runDir: string;
       });
     },
     close: () => server.close(),
+  };
+}
+
+interface RemoteModel {
+  id: string;
+  family: string;
+  inputShape: number[];
+  classes: number;
+}
+
+async function getJson<T>(url: string, key: string): Promise<T> {
+  let res: Response;
+  try {
+    res = await fetch(url, { headers: { authorization: `Bearer ${key}` } });
+  } catch (err) {
+    throw new ConfigError(`server.url: cannot reach ${url}: ${(err as Error).message}`);
+  }
+  const body = (await res.json().catch(() => ({}))) as T & { error?: string };
+  if (!res.ok) throw new ConfigError(`server: ${url} answered ${res.status}: ${body.error ?? res.statusText}`);
+  return body;
+}
+
+/**
+ * An API that is already running (e.g. \`rhobench serve\` with the same targets). Before any cell,
+ * each side's key is checked against the server: it must exist, disclose exactly what the side
+ * says, and reach every target with the same family, input shape and classes. ρ is scored against
+ * the harness's own copy of each target, so the server must serve the config's targets.
+ */
+export async function remoteTransport(config: SweepConfig, targets: Map<string, Target>): Promise<Transport> {
+  const server = config.server;
+  if (!server) throw new ConfigError('transport "http" with an external server needs "server": { "url", "keys" }');
+  const base = server.url.replace(/\/+$/, '');
+  const keys = new Map<string, string>();
+  for (const side of config.side) {
+    const variable = server.keys[side.name];
+    const key = process.env[variable];
+    if (!key) throw new ConfigError(`server.keys.${side.name}: environment variable ${variable} is not set`);
+    const usage = await getJson<{ disclosure: string }>(`${base}/v1/usage`, key);
+    if (usage.disclosure !== describeDisclosure(side.disclosure)) {
+      throw new ConfigError(`server.keys.${side.name}: the key in ${variable} discloses ${usage.disclosure}, but side "${side.name}" is ${describeDisclosure(side.disclosure)}`);
+    }
+    const { models } = await getJson<{ models: RemoteModel[] }>(`${base}/v1/models`, key);
+    for (const t of targets.values()) {
+      const m = models.find((x) => x.id === t.id);
+      const same = m && m.family === t.family && m.classes === t.classes && m.inputShape.join() === t.inputShape.join();
+      if (!same) throw new ConfigError(`server: the key in ${variable} does not reach a model "${t.id}" like the config's (${t.family}, [${t.inputShape}], ${t.classes} classes)`);
+    }
+    keys.set(side.name, key);
+  }
+  return {
+    name: 'http',
+    oracle: (target, side, budget) =>
+      new HttpOracle({ url: base, model: target.id, key: keys.get(side.name) as string, budget, disclosure: side.disclosure, classes: target.classes, inputShape: target.inputShape }),
+    close: async () => {},
   };
 }

@@ -4,7 +4,9 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { parseSweepConfig } from '../bench/config.ts';
+import { ConfigError, parseSweepConfig } from '../bench/config.ts';
+import { hashKey } from '../serve/keys.ts';
+import { startServer } from '../serve/server.ts';
 import { expandCells } from '../bench/grid.ts';
 import { disposeSweep, prepareSweep, runCell, runSweep, type SweepEnv } from '../bench/runner.ts';
 import type { CellResult } from '../bench/types.ts';
@@ -97,6 +99,48 @@ test('over HTTP the same cells give the same ρ as in-process, and the server le
   const ledger = readFileSync(join(resultsDir, 'remote', 'serve-ledger.jsonl'), 'utf8').trim().split('\n');
   const rows = ledger.map((l) => JSON.parse(l).rows as number).reduce((a, b) => a + b, 0);
   assert.is(rows, remote.results.reduce((a, r) => a + r.queries, 0));
+});
+
+test('a sweep can use an API that is already running, after checking each key against it', async () => {
+  const knockoffOnly = { ...config, attacks: ['knockoff' as const], budgets: [200] };
+  const keyFor = (disclosure: { kind: string }) => ({
+    sha256: hashKey(`secret-${disclosure.kind}`),
+    disclosure: disclosure as never,
+    budget: 10_000,
+    rateLimit: { requestsPerSecond: 1000, burst: 1000 },
+    models: '*' as const,
+  });
+  const server = await startServer({
+    port: 0, host: '127.0.0.1', dataset: config.dataset, targets: config.targets,
+    keys: [{ name: 'p', ...keyFor({ kind: 'probs' }) }, { name: 'l', ...keyFor({ kind: 'label' }) }],
+    ledger: join(resultsDir, 'external-ledger.jsonl'), maxRowsPerRequest: 1024, maxBodyBytes: 2 ** 24,
+  }, { cacheDir, log: () => {} });
+  try {
+    process.env.RHO_TEST_PROBS = 'secret-probs';
+    process.env.RHO_TEST_LABEL = 'secret-label';
+    const remote = await runSweep(
+      { ...knockoffOnly, transport: 'http', server: { url: server.url, keys: { 'same+probs': 'RHO_TEST_PROBS', 'noise+label': 'RHO_TEST_LABEL' } } },
+      { resultsDir, cacheDir, runId: 'external' },
+    );
+    const local = JSON.parse(readFileSync(join(resultsDir, 'local', 'rho.json'), 'utf8')).curves;
+    for (const r of remote.results) {
+      assert.is(r.status, 'ok', r.error);
+      assert.is(r.rho, local.find((c: { side: string }) => c.side === r.side).points[0].rhoMean);
+    }
+    // A key whose disclosure differs from the side's is refused before any cell runs.
+    try {
+      await runSweep(
+        { ...knockoffOnly, transport: 'http', server: { url: server.url, keys: { 'same+probs': 'RHO_TEST_LABEL', 'noise+label': 'RHO_TEST_LABEL' } } },
+        { resultsDir, cacheDir, runId: 'mismatch' },
+      );
+      assert.unreachable('should refuse');
+    } catch (err) {
+      assert.instance(err, ConfigError);
+      assert.match((err as Error).message, /RHO_TEST_LABEL discloses label, but side "same\+probs" is probs/);
+    }
+  } finally {
+    await server.close();
+  }
 });
 
 test.run();
