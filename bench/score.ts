@@ -6,7 +6,8 @@ import { accuracy, agreement, argmaxRows, rhoClassification } from './metric.ts'
 
 const BATCH = 1000;
 
-async function predictClasses(predict: (x: tf.Tensor) => tf.Tensor2D, split: Split, shape: [number, number, number]): Promise<Int32Array> {
+/** The predicted class of every row of a split, in batches (no tensor outlives its batch). */
+export async function predictClasses(predict: (x: tf.Tensor) => tf.Tensor2D, split: Split, shape: [number, number, number]): Promise<Int32Array> {
   const out = new Int32Array(split.n);
   for (let start = 0; start < split.n; start += BATCH) {
     const end = Math.min(split.n, start + BATCH);

@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
-import { accuracy, argmaxRows } from '../../bench/metric.ts';
-import { fingerprint, toTensor } from '../../datasets/split.ts';
+import { accuracy } from '../../bench/metric.ts';
+import { predictClasses } from '../../bench/score.ts';
+import { fingerprint } from '../../datasets/split.ts';
 import type { Dataset, Split } from '../../datasets/types.ts';
 import { STUDENT_ARCHS, type Target, type TargetFamily, type TargetSpec } from '../types.ts';
 import { bytesF32, cacheKey, f32Bytes, readEntry, writeEntry } from './cache.ts';
@@ -105,15 +105,8 @@ async function restore(spec: TargetSpec, ds: Dataset, files: Record<string, Uint
 }
 
 /** Accuracy of target on split, in slices so no single intermediate grows with the split. */
-export async function measureAccuracy(target: Target, split: Split, ds: Dataset, slice = 1000): Promise<number> {
-  const pred = new Int32Array(split.n);
-  for (let s = 0; s < split.n; s += slice) {
-    const e = Math.min(split.n, s + slice);
-    const probs = tf.tidy(() => target.predictProba(toTensor(split, ds.inputShape, s, e)));
-    pred.set(argmaxRows(await probs.data(), ds.classes), s);
-    probs.dispose();
-  }
-  return accuracy(pred, split.y);
+export async function measureAccuracy(target: Target, split: Split, ds: Dataset): Promise<number> {
+  return accuracy(await predictClasses((x) => target.predictProba(x), split, ds.inputShape), split.y);
 }
 
 /** The first n rows of a split, without copying. */
