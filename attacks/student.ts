@@ -13,7 +13,7 @@ export async function trainStudent(
   targets: tf.Tensor2D,
   temperature?: number,
 ): Promise<Imitation> {
-  let model: tf.Sequential | undefined;
+  let model: tf.LayersModel | undefined;
   try {
     // Only the weight initialisers read Math.random; fitSoft shuffles with its own seeded stream,
     // so training need not hold the global generator across awaits (concurrent cells stay apart).

@@ -1,6 +1,6 @@
 import type * as tf from '@tensorflow/tfjs';
 
-export const STUDENT_ARCHS = ['mlp', 'lenet5', 'cnn-small'] as const;
+export const STUDENT_ARCHS = ['mlp', 'lenet5', 'cnn-small', 'cnn-wide', 'vgg-mini', 'resnet-mini'] as const;
 export type StudentArch = (typeof STUDENT_ARCHS)[number];
 
 export interface StudentSpec {

@@ -25,7 +25,7 @@ test('every architecture maps images to one logit per class', () => {
     tf.dispose(out);
     model.dispose();
   }
-  assert.throws(() => buildStudent('resnet' as never, shape, 10), /unknown student architecture "resnet": choose one of mlp, lenet5, cnn-small/);
+  assert.throws(() => buildStudent('resnet' as never, shape, 10), /unknown student architecture "resnet": choose one of mlp, lenet5, cnn-small, cnn-wide, vgg-mini, resnet-mini/);
 });
 
 test('soft cross-entropy: hand-computed value, and the T² scaling', () => {
@@ -110,5 +110,37 @@ async function trainCnnShort(seed: number): Promise<number[]> {
   model.dispose();
   return losses;
 }
+
+/** Gradients of the soft cross-entropy w.r.t. every weight, on whichever backend is current. */
+function weightGrads(model: tf.LayersModel, x: tf.Tensor, y: tf.Tensor2D): Float32Array[] {
+  return tf.tidy(() => {
+    const vars = model.trainableWeights.map((w) => w.read() as tf.Variable);
+    const { grads } = tf.variableGrads(() => softCrossEntropy(y, model.apply(x, { training: true }) as tf.Tensor2D), vars);
+    return vars.map((v) => grads[v.name].dataSync() as Float32Array);
+  });
+}
+
+test('every architecture trains on wasm with the same gradients as on cpu', async () => {
+  const train = ds.split('train');
+  // Two rows: the pure-JS cpu backend is slow, and two distinct digits exercise every kernel.
+  const x = toTensor(train, shape, 0, 2);
+  const y = tf.tidy(() => tf.oneHot(tf.tensor1d(train.y.subarray(0, 2), 'int32'), 10).toFloat() as tf.Tensor2D);
+  for (const arch of STUDENT_ARCHS) {
+    const model = await withSeed(2, () => buildStudent(arch, shape, 10));
+    const onWasm = weightGrads(model, x, y);
+    await initBackend('cpu');
+    const onCpu = weightGrads(model, x, y);
+    await initBackend('wasm');
+    let diff = 0;
+    let norm = 0;
+    onCpu.forEach((g, i) => g.forEach((v, j) => {
+      diff = Math.max(diff, Math.abs(v - onWasm[i][j]));
+      norm = Math.max(norm, Math.abs(v));
+    }));
+    assert.ok(norm > 0 && diff / norm < 1e-3, `${arch}: relative gradient difference ${diff / norm}`);
+    model.dispose();
+  }
+  tf.dispose([x, y]);
+});
 
 test.run();

@@ -189,7 +189,7 @@ test('bad specs are refused, naming the field', async () => {
     [{ trainSize: 5000 }, /trainSize 5000 exceeds the dataset's 2000 training rows/],
     [{ varSmoothing: -1 }, /varSmoothing must be a number ≥ 0, got -1/],
     [{ family: 'svm', C: 0, gamma: 0.03 }, /C must be a number > 0, got 0/],
-    [{ family: 'cnn', arch: 'resnet', epochs: 1, batchSize: 32, lr: 0.01 }, /arch must be one of mlp, lenet5, cnn-small, got "resnet"/],
+    [{ family: 'cnn', arch: 'resnet', epochs: 1, batchSize: 32, lr: 0.01 }, /arch must be one of mlp, lenet5, cnn-small, cnn-wide, vgg-mini, resnet-mini, got "resnet"/],
     [{ family: 'forest' }, /family must be one of cnn, svm, naive-bayes, got "forest"/],
   ];
   for (const [change, message] of cases) {
