@@ -1,9 +1,10 @@
 import { copycat } from './copycat.ts';
 import { distillation } from './distillation.ts';
+import { jbda } from './jbda.ts';
 import { knockoff } from './knockoff.ts';
 import type { Attack } from './types.ts';
 
-export const ATTACKS: Record<string, Attack> = { knockoff, distillation, copycat };
+export const ATTACKS: Record<string, Attack> = { knockoff, distillation, copycat, jbda };
 
 export function getAttack(name: string): Attack {
   const attack = ATTACKS[name];

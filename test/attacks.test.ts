@@ -3,6 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { makeDistillation } from '../attacks/distillation.ts';
 import { ATTACKS, getAttack } from '../attacks/index.ts';
+import { jacobianStep } from '../attacks/jbda.ts';
 import { buildTransferSet, studentArch } from '../attacks/transfer.ts';
 import { NotApplicable, type AttackContext, type SideInfo } from '../attacks/types.ts';
 import { scoreImitation } from '../bench/score.ts';
@@ -173,9 +174,38 @@ test('known architecture uses the target\'s own', () => {
 });
 
 test('attacks by name', () => {
-  assert.equal(Object.keys(ATTACKS).sort(), ['copycat', 'distillation', 'knockoff']);
+  assert.equal(Object.keys(ATTACKS).sort(), ['copycat', 'distillation', 'jbda', 'knockoff']);
   for (const [name, attack] of Object.entries(ATTACKS)) assert.is(getAttack(name), attack);
-  assert.throws(() => getAttack('jbda'), /unknown attack "jbda": choose one of knockoff, distillation, copycat/);
+  assert.throws(() => getAttack('papernot'), /unknown attack "papernot": choose one of knockoff, distillation, copycat, jbda/);
+});
+
+test('a Jacobian step moves each row by λ along the sign of its own label\'s gradient, clipped to [0, 1]', () => {
+  // A linear substitute: the gradient of logit c is column c of W, whatever the input.
+  const W = [[1, -2, 0.5], [-1, 3, 0], [0.2, -0.1, -4], [0, 1, 1]];
+  const model = tf.sequential({ layers: [tf.layers.dense({ units: 3, inputShape: [4], useBias: false, weights: [tf.tensor2d(W)] })] });
+  const x = tf.tensor2d([[0.5, 0.5, 0.5, 0.5], [0.95, 0.05, 0.5, 0.5]]);
+  const labels = tf.tensor2d([[1, 0, 0], [0, 1, 0]]);
+  const moved = jacobianStep(model, x, labels, 0.1).arraySync() as number[][];
+  const expected = [[0.6, 0.4, 0.6, 0.5], [0.85, 0.15, 0.4, 0.6]];
+  moved.forEach((row, r) => row.forEach((v, j) => assert.ok(Math.abs(v - expected[r][j]) < 1e-6, `row ${r} col ${j}: ${v}`)));
+  const clipped = jacobianStep(model, tf.tensor2d([[0.98, 0.01, 0.5, 0.5]]), tf.tensor2d([[1, 0, 0]]), 0.1).arraySync() as number[][];
+  assert.ok(Math.abs(clipped[0][0] - 1) < 1e-6 && Math.abs(clipped[0][1]) < 1e-6, 'clipped to the input range');
+  model.dispose();
+  tf.dispose([x, labels]);
+});
+
+test('jbda doubles a small seed set with augmented points, spends its budget exactly and imitates from labels', async () => {
+  const untrained = asImitation(await withSeed(1, () => buildStudent('mlp', shape, 10)));
+  const baseline = (await scoreImitation(untrained, target, ds.split('eval'), shape)).rho;
+  untrained.dispose();
+  const ctx = context(600, { kind: 'label' }, 5);
+  const steps: number[] = [];
+  ctx.onProgress = (done) => steps.push(done);
+  const rho = await rhoOf('jbda', ctx);
+  assert.is(ctx.oracle.spent, 600, '150 seeds, then 150 and 300 augmented points');
+  assert.equal(steps, [1, 2]);
+  assert.ok(rho < baseline - 0.3, `jbda ρ ${rho} vs untrained ${baseline}`);
+  assert.is(await rhoOf('jbda', context(600, { kind: 'label' }, 5)), rho, 'same seed, same imitation');
 });
 
 test.run();
