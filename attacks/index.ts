@@ -1,10 +1,11 @@
+import { ACTIVE_ATTACKS } from './active.ts';
 import { copycat } from './copycat.ts';
 import { distillation } from './distillation.ts';
 import { jbda } from './jbda.ts';
 import { knockoff } from './knockoff.ts';
 import type { Attack } from './types.ts';
 
-export const ATTACKS: Record<string, Attack> = { knockoff, distillation, copycat, jbda };
+export const ATTACKS: Record<string, Attack> = { knockoff, distillation, copycat, jbda, ...ACTIVE_ATTACKS };
 
 export function getAttack(name: string): Attack {
   const attack = ATTACKS[name];

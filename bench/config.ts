@@ -8,7 +8,10 @@ export class ConfigError extends Error {
   readonly name = 'ConfigError';
 }
 
-export const ATTACK_NAMES = ['knockoff', 'distillation', 'copycat', 'jbda'] as const;
+export const ATTACK_NAMES = [
+  'knockoff', 'distillation', 'copycat', 'jbda',
+  'active-random', 'active-uncertainty', 'active-margin', 'active-entropy', 'active-kcenter',
+] as const;
 export const BACKEND_NAMES = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
 export const TRANSPORTS = ['inprocess', 'http'] as const;
 const DISCLOSURE_HELP = 'label, probs, topK (e.g. top3) or roundedN (e.g. rounded2)';

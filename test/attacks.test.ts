@@ -3,6 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { makeDistillation } from '../attacks/distillation.ts';
 import { ATTACKS, getAttack } from '../attacks/index.ts';
+import { select } from '../attacks/active.ts';
 import { jacobianStep } from '../attacks/jbda.ts';
 import { buildTransferSet, studentArch } from '../attacks/transfer.ts';
 import { NotApplicable, type AttackContext, type SideInfo } from '../attacks/types.ts';
@@ -174,9 +175,11 @@ test('known architecture uses the target\'s own', () => {
 });
 
 test('attacks by name', () => {
-  assert.equal(Object.keys(ATTACKS).sort(), ['copycat', 'distillation', 'jbda', 'knockoff']);
+  assert.equal(Object.keys(ATTACKS).sort(), [
+    'active-entropy', 'active-kcenter', 'active-margin', 'active-random', 'active-uncertainty', 'copycat', 'distillation', 'jbda', 'knockoff',
+  ]);
   for (const [name, attack] of Object.entries(ATTACKS)) assert.is(getAttack(name), attack);
-  assert.throws(() => getAttack('papernot'), /unknown attack "papernot": choose one of knockoff, distillation, copycat, jbda/);
+  assert.throws(() => getAttack('papernot'), /unknown attack "papernot": choose one of knockoff, distillation, copycat, jbda, active-random/);
 });
 
 test('a Jacobian step moves each row by λ along the sign of its own label\'s gradient, clipped to [0, 1]', () => {
@@ -206,6 +209,30 @@ test('jbda doubles a small seed set with augmented points, spends its budget exa
   assert.equal(steps, [1, 2]);
   assert.ok(rho < baseline - 0.3, `jbda ρ ${rho} vs untrained ${baseline}`);
   assert.is(await rhoOf('jbda', context(600, { kind: 'label' }, 5)), rho, 'same seed, same imitation');
+});
+
+test('active-learning selection: least confidence, margin, entropy, k-center and random pick as defined', () => {
+  const probs = Float32Array.from([0.9, 0.05, 0.05, 0.4, 0.35, 0.25, 0.5, 0.48, 0.02, 0.34, 0.33, 0.33]);
+  assert.equal(Array.from(select('uncertainty', probs, 3, 2, 1)), [3, 1]);
+  assert.equal(Array.from(select('margin', probs, 3, 2, 1)), [3, 2]);
+  assert.equal(Array.from(select('entropy', probs, 3, 1, 1)), [3]);
+  // Farthest from the labelled one-hot row [1, 0, 0] is row 3; then farthest from both is row 2.
+  assert.equal(Array.from(select('kcenter', probs, 3, 2, 1, Float32Array.from([1, 0, 0]))), [3, 2]);
+  const random = Array.from(select('random', probs, 3, 2, 7));
+  assert.equal(random, Array.from(select('random', probs, 3, 2, 7)));
+  assert.is(new Set(random).size, 2);
+});
+
+test('ActiveThief rounds spend the budget exactly and imitate from labels', async () => {
+  const untrained = asImitation(await withSeed(1, () => buildStudent('mlp', shape, 10)));
+  const baseline = (await scoreImitation(untrained, target, ds.split('eval'), shape)).rho;
+  untrained.dispose();
+  for (const name of ['active-entropy', 'active-kcenter']) {
+    const ctx = context(500, { kind: 'label' }, 3);
+    const rho = await rhoOf(name, ctx);
+    assert.is(ctx.oracle.spent, 500, name);
+    assert.ok(rho < baseline - 0.3, `${name} ρ ${rho} vs untrained ${baseline}`);
+  }
 });
 
 test.run();

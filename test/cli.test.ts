@@ -14,7 +14,7 @@ function rhobench(...args: string[]) {
 test('list names the attacks, students and presets', () => {
   const r = rhobench('list');
   assert.is(r.code, 0, r.err);
-  assert.match(r.out, /attacks: knockoff, distillation, copycat, jbda/);
+  assert.match(r.out, /attacks: knockoff, distillation, copycat, jbda, active-random, active-uncertainty, active-margin, active-entropy, active-kcenter/);
   assert.match(r.out, /students: mlp, lenet5, cnn-small/);
   assert.match(r.out, /presets: .*quick/);
   const one = rhobench('list', 'targets');
