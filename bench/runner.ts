@@ -1,5 +1,4 @@
-import { existsSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import pLimit from 'p-limit';
 import { getAttack } from '../attacks/index.ts';
@@ -16,7 +15,7 @@ import { expandCells } from './grid.ts';
 import { baseManifest, REPO_ROOT, type Manifest } from './manifest.ts';
 import { silentProgress, type Progress } from './progress.ts';
 import type { Cell, CellResult } from './types.ts';
-import { httpTransport, inProcess, remoteTransport, type Transport } from './transport.ts';
+import { openTransport, type Transport } from './transport.ts';
 import { RunFiles } from './writers.ts';
 
 export interface SweepOptions {
@@ -61,16 +60,11 @@ export async function prepareSweep(config: SweepConfig, opts: SweepOptions = {})
   for (const kind of new Set(config.side.map((s) => s.pool))) {
     pools.set(kind, await loadPool(kind, dataset, poolSize, config.dataset.seed, cacheDir));
   }
-  const transport =
-    config.transport === 'http' && config.server
-      ? await remoteTransport(config, targets)
-      : config.transport === 'http'
-      ? await httpTransport(config, {
-          runDir: opts.runDir ?? mkdtempSync(join(tmpdir(), 'rhobench-serve-')),
-          cacheDir,
-          log: (m) => progress.log(m),
-        })
-      : inProcess;
+  const transport = await openTransport(config, targets, {
+    runDir: opts.runDir,
+    cacheDir,
+    log: (m) => progress.log(m),
+  });
   return { config, backend, dataset, evalSplit: dataset.split('eval'), targets, pools, transport };
 }
 

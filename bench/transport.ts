@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { SideInfo } from '../attacks/types.ts';
 import type { Target } from '../models/types.ts';
@@ -24,14 +26,26 @@ export const inProcess: Transport = {
   close: async () => {},
 };
 
+export interface TransportOptions {
+  /** Where a server of the harness's own keeps its ledger; default a temporary folder. */
+  runDir?: string;
+  cacheDir: string;
+  log?(m: string): void;
+}
+
 const account = (target: string, side: string) => `${target}/${side}`;
+
+/** A cell's oracle on an HTTP API: the key's account applies the disclosure, the oracle holds the cell's budget. */
+function httpOracle(url: string, key: string, target: Target, side: SideInfo, budget: number): Oracle {
+  return new HttpOracle({ url, model: target.id, key, budget, disclosure: side.disclosure, classes: target.classes, inputShape: target.inputShape });
+}
 
 /**
  * Serves the sweep's targets with one API account per (target, side-information level): the
  * server applies that level's disclosure, each cell's oracle holds the cell's budget. Keys are
  * fresh random secrets for this run; the ledger lands in the run folder.
  */
-export async function httpTransport(config: SweepConfig, opts: { runDir: string; cacheDir: string; log?(m: string): void }): Promise<Transport> {
+export async function httpTransport(config: SweepConfig, opts: TransportOptions): Promise<Transport> {
   const secrets = new Map<string, string>();
   const keys: ApiKey[] = [];
   for (const t of config.targets) {
@@ -55,7 +69,7 @@ export async function httpTransport(config: SweepConfig, opts: { runDir: string;
     dataset: config.dataset,
     targets: config.targets,
     keys,
-    ledger: join(opts.runDir, 'serve-ledger.jsonl'),
+    ledger: join(opts.runDir ?? mkdtempSync(join(tmpdir(), 'rhobench-serve-')), 'serve-ledger.jsonl'),
     maxRowsPerRequest: 1024,
     maxBodyBytes: 16 * 2 ** 20,
   };
@@ -66,15 +80,7 @@ export async function httpTransport(config: SweepConfig, opts: { runDir: string;
     oracle(target, side, budget) {
       const key = secrets.get(account(target.id, side.name));
       if (!key) throw new Error(`no API account for target ${target.id} and side ${side.name}`);
-      return new HttpOracle({
-        url: server.url,
-        model: target.id,
-        key,
-        budget,
-        disclosure: side.disclosure,
-        classes: target.classes,
-        inputShape: target.inputShape,
-      });
+      return httpOracle(server.url, key, target, side, budget);
     },
     close: () => server.close(),
   };
@@ -128,8 +134,17 @@ export async function remoteTransport(config: SweepConfig, targets: Map<string, 
   }
   return {
     name: 'http',
-    oracle: (target, side, budget) =>
-      new HttpOracle({ url: base, model: target.id, key: keys.get(side.name) as string, budget, disclosure: side.disclosure, classes: target.classes, inputShape: target.inputShape }),
+    oracle: (target, side, budget) => httpOracle(base, keys.get(side.name) as string, target, side, budget),
     close: async () => {},
   };
+}
+
+/** The transport a sweep config asks for: in-process, a loopback server of its own, or a running API. */
+export function openTransport(
+  config: SweepConfig,
+  targets: Map<string, Target>,
+  opts: TransportOptions,
+): Promise<Transport> {
+  if (config.transport === 'inprocess') return Promise.resolve(inProcess);
+  return config.server ? remoteTransport(config, targets) : httpTransport(config, opts);
 }
