@@ -60,6 +60,15 @@ function kCenter(points: Float32Array, dim: number, k: number, centres: Float32A
   return chosen;
 }
 
+/** The student's probabilities on x, batched; disposes x. */
+async function studentProbs(model: tf.LayersModel, x: tf.Tensor): Promise<Float32Array> {
+  const probs = predictBatched((b) => tf.softmax(model.predict(b) as tf.Tensor2D), x);
+  x.dispose();
+  const data = (await probs.data()) as Float32Array;
+  probs.dispose();
+  return data;
+}
+
 /**
  * ActiveThief (Pal et al., AAAI 2020): a random seed set, then rounds in which the substitute,
  * trained on everything labelled so far, scores the rest of the pool and the strategy picks the
@@ -78,7 +87,6 @@ export function makeActiveThief(strategy: Strategy, opts: { rounds?: number } = 
       const unlabelled = new Set<number>(Array.from({ length: ctx.pool.n }, (_, i) => i));
       const rowsX: tf.Tensor[] = [];
       const rowsY: tf.Tensor2D[] = [];
-      const labelledProbs: number[] = [];
       const ask = async (indices: ArrayLike<number>) => {
         const x = toTensor(subset(ctx.pool, indices), ctx.inputShape);
         const answer = await ctx.oracle.query(x).catch((err) => {
@@ -106,17 +114,11 @@ export function makeActiveThief(strategy: Strategy, opts: { rounds?: number } = 
           if (remaining <= 0) break;
           await fitAll(round);
           const candidates = Int32Array.from(unlabelled);
-          const probs = tf.tidy(() => predictBatched((b) => tf.softmax(model.predict(b) as tf.Tensor2D), toTensor(subset(ctx.pool, candidates), ctx.inputShape)));
-          const p = (await probs.data()) as Float32Array;
-          probs.dispose();
-          if (strategy === 'kcenter' && labelledProbs.length === 0) {
-            const seeded = tf.tidy(() => tf.softmax(model.predict(tf.concat(rowsX)) as tf.Tensor2D));
-            labelledProbs.push(...(await seeded.data()));
-            seeded.dispose();
-          }
+          const p = await studentProbs(model, toTensor(subset(ctx.pool, candidates), ctx.inputShape));
+          // k-center keeps away from what is labelled, seen through the student as it is now.
+          const centres = strategy === 'kcenter' ? await studentProbs(model, tf.concat(rowsX)) : undefined;
           const k = round === rounds ? remaining : Math.min(perRound, remaining);
-          const picked = select(strategy, p, ctx.classes, k, ctx.seed + round, Float32Array.from(labelledProbs));
-          if (strategy === 'kcenter') for (const i of picked) labelledProbs.push(...p.subarray(i * ctx.classes, (i + 1) * ctx.classes));
+          const picked = select(strategy, p, ctx.classes, k, ctx.seed + round, centres);
           await ask(Array.from(picked, (i) => candidates[i]));
           ctx.onProgress?.(round, rounds, 'active-learning rounds');
         }
