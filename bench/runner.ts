@@ -4,6 +4,7 @@ import pLimit from 'p-limit';
 import { getAttack } from '../attacks/index.ts';
 import { NotApplicable, type SideInfo } from '../attacks/types.ts';
 import { defaultCacheDir, loadDataset, loadPool } from '../datasets/index.ts';
+import { relabel } from '../datasets/tasks.ts';
 import type { Dataset, PoolKind, Split } from '../datasets/types.ts';
 import { initBackend, type BackendInfo, type BackendName } from '../models/backend.ts';
 import { getTarget } from '../models/targets/index.ts';
@@ -104,15 +105,16 @@ export async function runCell(env: SweepEnv, cell: Cell, onStep?: Progress['cell
       oracle,
       pool,
       inputShape: env.dataset.inputShape,
-      classes: env.dataset.classes,
+      classes: target.classes,
       side,
       student,
       targetArch: target.arch,
+      ...(side.architecture === 'known' && target.model ? { known: target.model } : {}),
       seed: cell.seed,
       onProgress: onStep,
     });
     try {
-      const score = await scoreImitation(imitation, target, env.evalSplit, env.dataset.inputShape);
+      const score = await scoreImitation(imitation, target, relabel(env.evalSplit, target.task ?? 'digits'), env.dataset.inputShape);
       return { ...base, ...score, status: 'ok', queries: oracle.spent, seconds: (performance.now() - started) / 1000 };
     } finally {
       imitation.dispose();

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
-import { ConfigError, parseDisclosure, sweepSchema } from '../bench/config.ts';
+import { ConfigError, DISCLOSURE_HELP, parseDisclosure, sweepSchema } from '../bench/config.ts';
 import type { TargetSpec } from '../models/types.ts';
 import type { ApiKey } from './keys.ts';
 
@@ -18,7 +18,7 @@ const keySchema = z.strictObject({
   disclosure: z.string().transform((text, ctx) => {
     const parsed = parseDisclosure(text);
     if (!parsed) {
-      ctx.addIssue({ code: 'custom', message: `unknown disclosure "${text}": use label, probs, topK (e.g. top3) or roundedN (e.g. rounded2)` });
+      ctx.addIssue({ code: 'custom', message: `unknown disclosure "${text}": use ${DISCLOSURE_HELP}` });
       return z.NEVER;
     }
     return parsed;

@@ -18,7 +18,7 @@ export function givesProbabilities(d: Disclosure): boolean {
   return d.kind === 'probs' || d.kind === 'rounded';
 }
 
-const KINDS: readonly string[] = ['label', 'topk', 'probs', 'rounded'];
+const KINDS: readonly string[] = ['label', 'topk', 'probs', 'rounded', 'leaf'];
 
 /** Throws a RangeError naming the field and value when d cannot shape answers over `classes` classes. */
 export function validateDisclosure(d: Disclosure, classes: number): void {
@@ -35,7 +35,7 @@ export function validateDisclosure(d: Disclosure, classes: number): void {
 
 /**
  * Shapes a probability matrix as an API would. Returns a new tensor; `probs` is left alone.
- * - label: one-hot of each row's own argmax (some libraries mark the whole batch's winners in
+ * - label (and leaf): one-hot of each row's own argmax (some libraries mark the whole batch's winners in
  *   every row, which would leak other rows' answers); ties go to the lowest class index.
  * - topk: each row's k largest values kept, the rest 0, not renormalised (APIs return them so).
  *   Ties are broken by class index, so a row always keeps exactly k entries.
@@ -49,6 +49,7 @@ export function disclose(probs: tf.Tensor2D, d: Disclosure): tf.Tensor2D {
   return tf.tidy(() => {
     switch (d.kind) {
       case 'label':
+      case 'leaf': // the leaf identifiers travel beside the answers (Oracle.query64), never in them
         return tf.oneHot(tf.argMax(probs, 1), classes).toFloat() as tf.Tensor2D;
       case 'topk': {
         const { values, indices } = tf.topk(probs, d.k);
@@ -64,4 +65,47 @@ export function disclose(probs: tf.Tensor2D, d: Disclosure): tf.Tensor2D {
       }
     }
   });
+}
+
+/** Round half to even, as tf.round does, so float64 answers round exactly as float32 ones. */
+function roundHalfEven(v: number): number {
+  const r = Math.round(v);
+  return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * disclose() for n × classes float64 probabilities (row-major), with the same rules and ties;
+ * returns a new array. Used by Oracle.query64, whose answers must keep float64 precision.
+ */
+export function disclose64(probs: Float64Array, classes: number, d: Disclosure): Float64Array {
+  validateDisclosure(d, classes);
+  if (probs.length % classes !== 0) throw new RangeError(`disclose64: ${probs.length} values are not rows of ${classes} classes`);
+  const n = probs.length / classes;
+  if (d.kind === 'probs') return probs.slice();
+  const out = new Float64Array(probs.length);
+  for (let r = 0; r < n; r++) {
+    const row = probs.subarray(r * classes, (r + 1) * classes);
+    const at = r * classes;
+    switch (d.kind) {
+      case 'label':
+      case 'leaf': {
+        let best = 0;
+        for (let c = 1; c < classes; c++) if (row[c] > row[best]) best = c;
+        out[at + best] = 1;
+        break;
+      }
+      case 'topk': {
+        // Stable sort by value, descending: equal values keep class order, as tf.topk does.
+        const order = Array.from(row.keys()).sort((a, b) => row[b] - row[a] || a - b);
+        for (let i = 0; i < d.k; i++) out[at + order[i]] = row[order[i]];
+        break;
+      }
+      case 'rounded': {
+        const scale = 10 ** d.decimals;
+        for (let c = 0; c < classes; c++) out[at + c] = roundHalfEven(row[c] * scale) / scale;
+        break;
+      }
+    }
+  }
+  return out;
 }

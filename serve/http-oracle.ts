@@ -1,8 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
 import pLimit from 'p-limit';
 import { validateDisclosure } from './disclosure.ts';
-import { BudgetExceeded, type Disclosure, type Oracle } from './types.ts';
-import { BINARY_TYPE, CLASSES_HEADER, decodeF32, encodeF32, ROWS_HEADER } from './wire.ts';
+import { BudgetExceeded, type Answers64, type Disclosure, type Oracle } from './types.ts';
+import { BINARY_TYPE, CLASSES_HEADER, decodeF32, encodeF32, JSON_TYPE, ROWS_HEADER } from './wire.ts';
 
 export interface HttpOracleOptions {
   /** The server's base URL, e.g. http://127.0.0.1:8080. */
@@ -97,13 +97,43 @@ export class HttpOracle implements Oracle {
       throw new RangeError(`http oracle for model ${this.opts.model}: query rows must have shape [${want.join(', ')}], got [${got.join(', ')}] (query of shape [${x.shape.join(', ')}])`);
     }
     const n = x.shape[0];
-    if (n === 0) throw new RangeError(`http oracle for model ${this.opts.model}: empty query (0 rows)`);
+    const out = new Float32Array(n * this.classes);
+    await this.batched(n, async () => {
+      const data = (await x.data()) as Float32Array;
+      return async (start, rows) => {
+        out.set(await this.requestBinary(data.subarray(start * this.width, (start + rows) * this.width), rows), start * this.classes);
+      };
+    });
+    return tf.tensor2d(out, [n, this.classes]);
+  }
+
+  /** Float64 rows go as JSON (null for a missing feature), so answers keep what the server computed in float64. */
+  async query64(x: Float64Array, n: number): Promise<Answers64> {
+    if (x.length !== n * this.width) throw new RangeError(`http oracle for model ${this.opts.model}: ${x.length} values are not ${n} rows of ${this.width}`);
+    const y = new Float64Array(n * this.classes);
+    const leaves = this.disclosure.kind === 'leaf' ? new Int32Array(n) : undefined;
+    await this.batched(n, async () => async (start, rows) => {
+      const answer = await this.requestJson(x.subarray(start * this.width, (start + rows) * this.width), rows);
+      y.set(answer.y, start * this.classes);
+      if (leaves) {
+        if (!answer.leaves) throw new HttpOracleError(200, `model ${this.opts.model}: the answer has no leaf identifiers, though the key is declared to give them`);
+        leaves.set(answer.leaves, start);
+      }
+    });
+    return leaves ? { y, leaves } : { y };
+  }
+
+  /**
+   * Holds n rows of the budget, then runs the work that setup returns for each request-sized slice
+   * with bounded concurrency. A refusal stops the slices not yet sent and is rethrown for the whole query.
+   */
+  private async batched(n: number, setup: () => Promise<(start: number, rows: number) => Promise<void>>): Promise<void> {
+    if (!(Number.isInteger(n) && n >= 1)) throw new RangeError(`http oracle for model ${this.opts.model}: empty query (${n} rows)`);
     // Held synchronously, as the server does, so concurrent queries cannot overdraw the local budget.
     if (this.answered + this.held + n > this.budget) throw new BudgetExceeded(n, this.budget - this.answered - this.held);
     this.held += n;
     try {
-      const data = (await x.data()) as Float32Array;
-      const out = new Float32Array(n * this.classes);
+      const work = await setup();
       const { batchSize } = this.opts;
       let failed = false;
       const jobs: Promise<void>[] = [];
@@ -113,8 +143,7 @@ export class HttpOracle implements Oracle {
           this.limit(async () => {
             if (failed) return; // a sibling was refused: do not spend more on a query that cannot be answered
             try {
-              const answer = await this.request(data.subarray(start * this.width, (start + rows) * this.width), rows);
-              out.set(answer, start * this.classes);
+              await work(start, rows);
             } catch (err) {
               failed = true;
               throw err;
@@ -129,34 +158,50 @@ export class HttpOracle implements Oracle {
         const reason = refused.reason as Error;
         throw reason instanceof BudgetExceeded ? new BudgetExceeded(n, reason.remaining) : reason;
       }
-      return tf.tensor2d(out, [n, this.classes]);
     } finally {
       this.held -= n;
     }
   }
 
-  /** One request with retries; resolves to rows × classes answers and counts them. */
-  private async request(rowsData: Float32Array, rows: number): Promise<Float32Array> {
-    const body = encodeF32(rowsData);
+  private async requestBinary(rowsData: Float32Array, rows: number): Promise<Float32Array> {
+    const res = await this.post({ 'content-type': BINARY_TYPE, [ROWS_HEADER]: String(rows) }, encodeF32(rowsData), rows);
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    const gotRows = Number(res.headers.get(ROWS_HEADER));
+    const gotClasses = Number(res.headers.get(CLASSES_HEADER));
+    if (gotRows !== rows || gotClasses !== this.classes || bytes.byteLength !== rows * this.classes * 4) {
+      throw new HttpOracleError(res.status, `model ${this.opts.model}: answer of ${bytes.byteLength} bytes (${ROWS_HEADER} ${gotRows}, ${CLASSES_HEADER} ${gotClasses}) does not match ${rows} rows × ${this.classes} classes`);
+    }
+    this.count(rows);
+    return decodeF32(bytes);
+  }
+
+  private async requestJson(rowsData: Float64Array, rows: number): Promise<Answers64> {
+    const inputs = Array.from({ length: rows }, (_, r) => Array.from(rowsData.subarray(r * this.width, (r + 1) * this.width), (v) => (Number.isNaN(v) ? null : v)));
+    const res = await this.post({ 'content-type': JSON_TYPE }, JSON.stringify({ inputs }), rows);
+    const body = (await res.json().catch(() => undefined)) as { outputs?: unknown; leaves?: unknown } | undefined;
+    const outputs = body?.outputs;
+    const wellFormed = Array.isArray(outputs) && outputs.length === rows && outputs.every((o) => Array.isArray(o) && o.length === this.classes && o.every((v) => typeof v === 'number'));
+    if (!wellFormed) throw new HttpOracleError(res.status, `model ${this.opts.model}: the JSON answer is not ${rows} rows of ${this.classes} numbers`);
+    const leaves = body?.leaves;
+    if (leaves !== undefined && !(Array.isArray(leaves) && leaves.length === rows && leaves.every(Number.isInteger))) {
+      throw new HttpOracleError(res.status, `model ${this.opts.model}: "leaves" in the answer is not ${rows} integers`);
+    }
+    this.count(rows);
+    return { y: Float64Array.from((outputs as number[][]).flat()), ...(leaves ? { leaves: Int32Array.from(leaves as number[]) } : {}) };
+  }
+
+  /** Counted the moment the server's answer is in hand: it has been charged for them. */
+  private count(rows: number): void {
+    this.answered += rows;
+    this.requests++;
+  }
+
+  /** One request with retries on 429 and 5xx; resolves to the first OK response. */
+  private async post(headers: Record<string, string>, body: BodyInit, rows: number): Promise<Response> {
     const { maxAttempts, backoffMs, maxWaitMs } = this.opts;
     for (let attempt = 1; ; attempt++) {
-      const res = await fetch(this.endpoint, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${this.opts.key}`, 'content-type': BINARY_TYPE, [ROWS_HEADER]: String(rows) },
-        body,
-      });
-      if (res.ok) {
-        const bytes = new Uint8Array(await res.arrayBuffer());
-        const gotRows = Number(res.headers.get(ROWS_HEADER));
-        const gotClasses = Number(res.headers.get(CLASSES_HEADER));
-        if (gotRows !== rows || gotClasses !== this.classes || bytes.byteLength !== rows * this.classes * 4) {
-          throw new HttpOracleError(res.status, `model ${this.opts.model}: answer of ${bytes.byteLength} bytes (${ROWS_HEADER} ${gotRows}, ${CLASSES_HEADER} ${gotClasses}) does not match ${rows} rows × ${this.classes} classes`);
-        }
-        // Counted the moment the server's answer is in hand: it has been charged for them.
-        this.answered += rows;
-        this.requests++;
-        return decodeF32(bytes);
-      }
+      const res = await fetch(this.endpoint, { method: 'POST', headers: { authorization: `Bearer ${this.opts.key}`, ...headers }, body });
+      if (res.ok) return res;
       const { message, remaining } = await errorText(res);
       if (res.status === 402) throw new BudgetExceeded(rows, remaining ?? 0);
       const retryable = res.status === 429 || res.status >= 500;

@@ -1,7 +1,46 @@
-import type * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs';
 import type { Target } from '../models/types.ts';
-import { disclose, validateDisclosure } from './disclosure.ts';
-import { BudgetExceeded, type Disclosure, type Oracle } from './types.ts';
+import { disclose, disclose64, validateDisclosure } from './disclosure.ts';
+import { BudgetExceeded, type Answers64, type Disclosure, type Oracle } from './types.ts';
+
+/** Throws a RangeError unless the disclosure suits the target (leaf identifiers need a tree). */
+export function checkDisclosureFor(target: Target, d: Disclosure): void {
+  validateDisclosure(d, target.classes);
+  if (d.kind === 'leaf' && !target.leafIds) throw new RangeError(`disclosure "leaf" needs a target that has leaves; ${target.id} is a ${target.family}`);
+}
+
+/**
+ * The first problem with n float64 rows for target, or undefined: a wrong length, or a value that
+ * is not finite (NaN is a missing feature, allowed only where the target takes incomplete queries).
+ */
+export function rowProblem(target: Target, x: Float64Array, n: number): string | undefined {
+  const d = target.inputShape.reduce((a, b) => a * b, 1);
+  if (!(Number.isInteger(n) && n >= 1)) return `row count must be a positive integer, got ${n}`;
+  if (x.length !== n * d) return `${x.length} values are not ${n} rows of ${d} (shape [${target.inputShape.join(', ')}], flattened)`;
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i];
+    if (Number.isFinite(v) || (Number.isNaN(v) && target.acceptsMissing)) continue;
+    const what = Number.isNaN(v) ? `missing, and ${target.id} (${target.family}) takes only complete rows` : `${v}: inputs must be finite`;
+    return `row ${Math.floor(i / d)}, value ${i % d} is ${what}`;
+  }
+  return undefined;
+}
+
+/**
+ * Answers for float64 rows, shaped by the disclosure: in float64 where the target computes so,
+ * else its float32 probabilities widened. Rows must already have passed rowProblem.
+ */
+export function answerRows64(target: Target, x: Float64Array, n: number, d: Disclosure): Answers64 {
+  if (!target.predictProba64) {
+    // The float32 path as `query` takes it, widened: both methods then answer a row alike.
+    const t = tf.tidy(() => disclose(target.predictProba(tf.tensor(Float32Array.from(x), [n, ...target.inputShape])), d));
+    const y = Float64Array.from(t.dataSync());
+    t.dispose();
+    return { y };
+  }
+  const y = disclose64(target.predictProba64(x, n), target.classes, d);
+  return d.kind === 'leaf' ? { y, leaves: target.leafIds!(x, n) } : { y };
+}
 
 /** The target behind an API, in-process: a hard budget in rows, answers shaped by the disclosure. */
 export class InProcessOracle implements Oracle {
@@ -15,7 +54,7 @@ export class InProcessOracle implements Oracle {
     readonly disclosure: Disclosure,
   ) {
     if (!Number.isInteger(budget) || budget < 0) throw new RangeError(`budget must be a non-negative integer, got ${budget}`);
-    validateDisclosure(disclosure, target.classes);
+    checkDisclosureFor(target, disclosure);
   }
 
   get spent(): number {
@@ -48,5 +87,15 @@ export class InProcessOracle implements Oracle {
     } finally {
       probs.dispose();
     }
+  }
+
+  async query64(x: Float64Array, n: number): Promise<Answers64> {
+    const problem = rowProblem(this.target, x, n);
+    if (problem) throw new RangeError(`oracle for target ${this.target.id}: ${problem}`);
+    if (this.used + n > this.budget) throw new BudgetExceeded(n, this.budget - this.used);
+    const answer = answerRows64(this.target, x, n, this.disclosure);
+    this.used += n;
+    this.queries++;
+    return answer;
   }
 }

@@ -6,6 +6,7 @@ import { getTarget } from '../models/targets/index.ts';
 import type { Target } from '../models/types.ts';
 import type { ServeConfig } from './config.ts';
 import { describeDisclosure, disclose } from './disclosure.ts';
+import { answerRows64 } from './oracle.ts';
 import { allowsModel, bearerToken, KeyRing, type ApiKey } from './keys.ts';
 import { Ledger } from './ledger.ts';
 import { TokenBucket } from './rate-limit.ts';
@@ -45,7 +46,8 @@ class HttpError extends Error {
 }
 
 interface Batch {
-  data: Float32Array;
+  /** float64 for JSON rows bound for a target that computes in float64 (NaN = missing); float32 otherwise. */
+  data: Float32Array | Float64Array;
   rows: number;
   binary: boolean;
 }
@@ -85,7 +87,15 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   });
 }
 
-function rowsFromJson(body: Buffer, width: number, shape: string, maxRows: number): Batch {
+/**
+ * JSON rows. For a target that computes in float64 the values are kept as JSON gives them, and
+ * null marks a missing feature where the target takes incomplete queries; otherwise each value
+ * must be a finite float32, as on the binary path.
+ */
+function rowsFromJson(body: Buffer, target: Target, maxRows: number): Batch {
+  const width = target.inputShape.reduce((a, b) => a * b, 1);
+  const shape = `[${target.inputShape.join(', ')}]`;
+  const exact = target.predictProba64 !== undefined;
   let value: unknown;
   try {
     value = JSON.parse(body.toString('utf8'));
@@ -99,17 +109,24 @@ function rowsFromJson(body: Buffer, width: number, shape: string, maxRows: numbe
   const rows = inputs.length;
   if (rows === 0) throw new HttpError(400, 'empty batch: "inputs" has no rows');
   if (rows > maxRows) throw new HttpError(413, `${rows} rows is more than the ${maxRows} allowed per request`);
-  const data = new Float32Array(rows * width);
+  const data = exact ? new Float64Array(rows * width) : new Float32Array(rows * width);
   for (let r = 0; r < rows; r++) {
     const row = inputs[r] as unknown;
     if (!Array.isArray(row)) throw new HttpError(400, `inputs[${r}] is not an array of numbers`);
     if (row.length !== width) throw new HttpError(400, `inputs[${r}] has ${row.length} values; this model takes rows of ${width} (shape ${shape}, flattened)`);
     for (let c = 0; c < width; c++) {
       const v = row[c] as unknown;
-      if (typeof v !== 'number') throw new HttpError(400, `inputs[${r}][${c}] is not a number: ${JSON.stringify(v)?.slice(0, 40)}`);
-      const f = Math.fround(v);
+      if (v === null && target.acceptsMissing) {
+        data[r * width + c] = NaN;
+        continue;
+      }
+      if (typeof v !== 'number') {
+        const hint = v === null ? ` (model "${target.id}" takes only complete rows)` : '';
+        throw new HttpError(400, `inputs[${r}][${c}] is not a number: ${JSON.stringify(v)?.slice(0, 40)}${hint}`);
+      }
+      const f = exact ? v : Math.fround(v);
       // JSON has no NaN, but 1e999 parses to Infinity and 1e300 overflows float32.
-      if (!Number.isFinite(f)) throw new HttpError(400, `inputs[${r}][${c}] is not a finite float32: ${v}`);
+      if (!Number.isFinite(f)) throw new HttpError(400, `inputs[${r}][${c}] is not a finite ${exact ? 'number' : 'float32'}: ${v}`);
       data[r * width + c] = f;
     }
   }
@@ -192,13 +209,14 @@ export async function startServer(config: ServeConfig, opts: ServerOptions = {})
     const target = targets.get(id);
     if (!target) throw new HttpError(404, `unknown model "${id}": GET /v1/models lists them`);
     if (!allowsModel(key, id)) throw new HttpError(403, `key "${key.name}" may not use model "${id}"`);
+    if (key.disclosure.kind === 'leaf' && !target.leafIds) throw new HttpError(400, `key "${key.name}" is answered with leaf identifiers, but model "${id}" (${target.family}) has no leaves`);
     const width = target.inputShape.reduce((a, b) => a * b, 1);
-    const shape = `[${target.inputShape.join(', ')}]`;
     const declared = Number(req.headers['content-length']);
     if (declared > config.maxBodyBytes) throw new HttpError(413, `request body of ${declared} bytes is over the limit of ${config.maxBodyBytes} bytes`, {}, { connection: 'close' });
     const type = mediaType(req.headers['content-type']);
     let batch: Batch;
-    if (type === JSON_TYPE) batch = rowsFromJson(await readBody(req, config.maxBodyBytes), width, shape, config.maxRowsPerRequest);
+    if (type === JSON_TYPE) batch = rowsFromJson(await readBody(req, config.maxBodyBytes), target, config.maxRowsPerRequest);
+    else if (key.disclosure.kind === 'leaf' && type === BINARY_TYPE) throw new HttpError(415, `key "${key.name}" is answered with leaf identifiers, which come only in JSON: send ${JSON_TYPE}`);
     else if (type === BINARY_TYPE) batch = await rowsFromBinary(req, width, config.maxRowsPerRequest, config.maxBodyBytes);
     else throw new HttpError(415, `content type ${JSON.stringify(req.headers['content-type'] ?? null)} is not accepted: send ${JSON_TYPE} or ${BINARY_TYPE}`);
 
@@ -209,15 +227,18 @@ export async function startServer(config: ServeConfig, opts: ServerOptions = {})
       throw new HttpError(402, `query of ${batch.rows} rows refused: only ${remaining} of key "${key.name}"'s budget of ${key.budget} remain`, { remaining });
     }
     try {
-      const answer = tf.tidy(() => {
-        const x = tf.tensor(batch.data, [batch.rows, ...target.inputShape]);
-        return disclose(target.predictProba(x), key.disclosure);
-      });
-      let values: Float32Array;
-      try {
-        values = (await answer.data()) as Float32Array;
-      } finally {
-        answer.dispose();
+      let values: Float32Array | Float64Array;
+      let leaves: Int32Array | undefined;
+      if (batch.data instanceof Float64Array) {
+        ({ y: values, leaves } = answerRows64(target, batch.data, batch.rows, key.disclosure));
+      } else {
+        const rows = batch.data;
+        const answer = tf.tidy(() => disclose(target.predictProba(tf.tensor(rows, [batch.rows, ...target.inputShape])), key.disclosure));
+        try {
+          values = (await answer.data()) as Float32Array;
+        } finally {
+          answer.dispose();
+        }
       }
       if (opts.answerDelayMs) await new Promise((resolve) => setTimeout(resolve, opts.answerDelayMs));
       // A client that hung up gets nothing, so it pays nothing.
@@ -228,13 +249,13 @@ export async function startServer(config: ServeConfig, opts: ServerOptions = {})
       await ledger.commit(held, id);
       const classes = target.classes;
       if (batch.binary) {
-        const body = encodeF32(values);
+        const body = encodeF32(values as Float32Array);
         if (closing) res.setHeader('connection', 'close');
         res.writeHead(200, { 'content-type': BINARY_TYPE, 'content-length': body.length, [ROWS_HEADER]: String(batch.rows), [CLASSES_HEADER]: String(classes) });
         res.end(body);
       } else {
         const outputs = Array.from({ length: batch.rows }, (_, r) => Array.from(values.subarray(r * classes, (r + 1) * classes)));
-        send(res, 200, { outputs });
+        send(res, 200, leaves ? { outputs, leaves: Array.from(leaves) } : { outputs });
       }
     } finally {
       ledger.release(held); // no-op once committed

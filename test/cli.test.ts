@@ -18,7 +18,7 @@ test('list names the attacks, students and presets', () => {
   assert.match(r.out, /students: mlp, lenet5, cnn-small/);
   assert.match(r.out, /presets: .*quick/);
   const one = rhobench('list', 'targets');
-  assert.equal(one.out.trim().split('\n'), ['cnn', 'svm', 'naive-bayes']);
+  assert.equal(one.out.trim().split('\n'), ['cnn', 'svm', 'naive-bayes', 'logreg', 'mlp', 'tree', 'linear-svm']);
   assert.is(rhobench('list', 'nonsense').code, 2);
 });
 

@@ -3,7 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { initBackend } from '../models/backend.ts';
 import type { Target } from '../models/types.ts';
-import { describeDisclosure, disclose, givesProbabilities } from '../serve/disclosure.ts';
+import { describeDisclosure, disclose, disclose64, givesProbabilities } from '../serve/disclosure.ts';
 import { InProcessOracle } from '../serve/oracle.ts';
 import { BudgetExceeded, type Disclosure } from '../serve/types.ts';
 
@@ -228,6 +228,98 @@ test('the oracle refuses a bad budget or disclosure when built', () => {
   const oracle = new InProcessOracle(target, 10, { kind: 'topk', k: 2 });
   assert.is(oracle.classes, 3);
   assert.equal(oracle.disclosure, { kind: 'topk', k: 2 });
+  target.dispose();
+});
+
+/** uvu has no assert.rejects: the promise must reject with an error matching `expected`. */
+async function rejects(promise: Promise<unknown>, expected: RegExp | (new (...args: never[]) => Error)): Promise<void> {
+  try {
+    await promise;
+  } catch (err) {
+    if (expected instanceof RegExp) assert.match((err as Error).message, expected);
+    else assert.instance(err, expected);
+    return;
+  }
+  assert.unreachable(`resolved; expected a rejection matching ${String(expected)}`);
+}
+
+const ALL: Disclosure[] = [{ kind: 'label' }, { kind: 'leaf' }, { kind: 'topk', k: 2 }, { kind: 'probs' }, { kind: 'rounded', decimals: 1 }, { kind: 'rounded', decimals: 0 }];
+
+test('disclose64 shapes float64 rows exactly as disclose shapes tensors (ties and halves included)', () => {
+  // Binary fractions: exact in float32, so a tie is a tie on both paths (0.05f × 10 is 0.5 in float32 but not in float64).
+  const rows = [...P, [0.4, 0.4, 0.2], [0.25, 0.5, 0.25], [0.125, 0.375, 0.5], [0.0625, 0.4375, 0.5]].map((r) => r.map(Math.fround));
+  for (const d of ALL) {
+    const got = disclose64(Float64Array.from(rows.flat()), 3, d);
+    const want = shaped(rows, d).flat();
+    for (let i = 0; i < want.length; i++) assert.ok(close(got[i], want[i], 1e-7), `${describeDisclosure(d)} value ${i}: ${got[i]} vs ${want[i]}`);
+  }
+  assert.equal(Array.from(disclose64(Float64Array.from([0.25, 0.75, 0.15, 0.85]), 2, { kind: 'rounded', decimals: 1 })), [0.2, 0.8, 0.2, 0.8], 'halves to even');
+  assert.throws(() => disclose64(new Float64Array(5), 3, { kind: 'probs' }), /5 values are not rows of 3 classes/);
+});
+
+/** linearTarget with a float64 path, leaves (the winning class) and missing features (read as 0). */
+function exactTarget(): Target {
+  const base = linearTarget();
+  const proba64 = (x: Float64Array, n: number) => {
+    const out = new Float64Array(n * 3);
+    for (let r = 0; r < n; r++) {
+      let sum = 0;
+      for (let c = 0; c < 4; c++) sum += Number.isNaN(x[r * 4 + c]) ? 0 : x[r * 4 + c];
+      const z = [sum - 1, -sum + 1, 0.5 * sum];
+      const m = Math.max(...z);
+      const e = z.map((v) => Math.exp(v - m));
+      const total = e[0] + e[1] + e[2];
+      for (let c = 0; c < 3; c++) out[r * 3 + c] = e[c] / total;
+    }
+    return out;
+  };
+  return {
+    ...base,
+    family: 'tree',
+    acceptsMissing: true,
+    predictProba64: proba64,
+    leafIds: (x, n) => {
+      const p = proba64(x, n);
+      return Int32Array.from({ length: n }, (_, r) => 100 + [0, 1, 2].reduce((best, c) => (p[r * 3 + c] > p[r * 3 + best] ? c : best), 0));
+    },
+  };
+}
+
+test('query64 answers as query does for a float32 target, and counts against the same budget', async () => {
+  const target = linearTarget();
+  for (const d of ALL.filter((k) => k.kind !== 'leaf')) {
+    const oracle = new InProcessOracle(target, 20, d);
+    const x = batch(9);
+    const rows = Float64Array.from(x.dataSync());
+    x.dispose();
+    const tensorAnswer = await ask(oracle, 9);
+    const { y, leaves } = await oracle.query64(rows, 9);
+    assert.equal(Array.from(y), tensorAnswer.flat(), describeDisclosure(d));
+    assert.is(leaves, undefined);
+    assert.is(oracle.spent, 18);
+    await rejects(oracle.query64(rows.subarray(0, 12), 3), BudgetExceeded);
+    assert.is(oracle.spent, 18, 'a refused query spends nothing');
+  }
+  target.dispose();
+});
+
+test('query64 keeps float64 precision, gives leaves for "leaf" and takes NaN only where the target allows it', async () => {
+  const target = exactTarget();
+  const rows = Float64Array.from([0.1, 0.2, 0.3, 1e-9, 1, 1, 1, 1, NaN, NaN, 0.5, NaN]);
+  const oracle = new InProcessOracle(target, 10, { kind: 'probs' });
+  const { y } = await oracle.query64(rows, 3);
+  assert.equal(Array.from(y), Array.from(target.predictProba64!(rows, 3)), 'not rounded to float32');
+  assert.is.not(y[0], Math.fround(y[0]));
+  const leafy = new InProcessOracle(target, 10, { kind: 'leaf' });
+  const answer = await leafy.query64(rows, 3);
+  assert.equal(Array.from(answer.leaves!), [101, 100, 101]);
+  assert.equal(Array.from(answer.y), [0, 1, 0, 1, 0, 0, 0, 1, 0]);
+  assert.throws(() => new InProcessOracle(linearTarget(), 10, { kind: 'leaf' }), /disclosure "leaf" needs a target that has leaves; lin is a cnn/);
+  const complete = new InProcessOracle(linearTarget(), 10, { kind: 'probs' });
+  await rejects(complete.query64(rows, 3), /row 2, value 0 is missing, and lin \(cnn\) takes only complete rows/);
+  await rejects(complete.query64(Float64Array.from([0, Infinity, 0, 0]), 1), /row 0, value 1 is Infinity: inputs must be finite/);
+  await rejects(complete.query64(new Float64Array(7), 2), /7 values are not 2 rows of 4/);
+  assert.is(complete.spent, 0);
   target.dispose();
 });
 

@@ -1,10 +1,13 @@
 import * as tf from '@tensorflow/tfjs';
+import { z } from 'zod';
 import { toTensor } from '../../datasets/split.ts';
 import type { Split } from '../../datasets/types.ts';
 import { withSeed } from '../seed.ts';
 import { buildStudent } from '../students.ts';
 import { fitSoft, predictBatched } from '../train.ts';
-import type { StudentArch, Target } from '../types.ts';
+import { STUDENT_ARCHS, type StudentArch, type Target } from '../types.ts';
+import type { TaskName } from '../../datasets/tasks.ts';
+import { baseFields, count, type FamilyModule } from './family.ts';
 
 export interface CnnTrainOptions {
   arch: StudentArch;
@@ -73,3 +76,27 @@ export async function deserializeModel(topology: Uint8Array | undefined, weights
   }
   return tf.loadLayersModel(tf.io.fromMemory({ modelTopology, weightSpecs, weightData: weights.slice().buffer }));
 }
+
+export const cnnSchema = z.strictObject({
+  ...baseFields,
+  family: z.literal('cnn'),
+  arch: z.enum(STUDENT_ARCHS).default('cnn-small'),
+  trainSize: count.default(10_000),
+  epochs: count.default(3),
+  batchSize: count.default(64),
+  lr: z.number().positive().default(0.001),
+});
+export type CnnSpec = Omit<z.output<typeof cnnSchema>, 'task'> & { id: string; task?: TaskName };
+
+export const cnnFamily: FamilyModule<CnnSpec> = {
+  name: 'cnn',
+  schema: cnnSchema,
+  async train(spec, data, { inputShape, classes }) {
+    const model = await fitCnn(data, inputShape, classes, spec);
+    const { topology, weights } = await serializeModel(model);
+    return { target: cnnTarget(spec.id, spec.arch, model, inputShape, classes), files: { 'model.json': topology, 'weights.bin': weights }, params: {} };
+  },
+  async restore(spec, files, _params, { inputShape, classes }) {
+    return cnnTarget(spec.id, spec.arch, await deserializeModel(files['model.json'], files['weights.bin']), inputShape, classes);
+  },
+};

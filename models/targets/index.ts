@@ -3,14 +3,34 @@ import { join } from 'node:path';
 import { accuracy } from '../../bench/metric.ts';
 import { predictClasses } from '../../bench/score.ts';
 import { fingerprint } from '../../datasets/split.ts';
+import { relabel, taskClasses, type TaskName } from '../../datasets/tasks.ts';
 import type { Dataset, Split } from '../../datasets/types.ts';
-import { STUDENT_ARCHS, type Target, type TargetFamily, type TargetSpec } from '../types.ts';
-import { bytesF32, cacheKey, f32Bytes, readEntry, writeEntry } from './cache.ts';
-import { cnnTarget, deserializeModel, fitCnn, serializeModel } from './cnn.ts';
-import { fitNaiveBayes, naiveBayesTarget, type NaiveBayesParams } from './naive-bayes.ts';
-import { fitSvm, svmTarget, type SvmParams } from './svm.ts';
+import { TARGET_FAMILIES, type Target, type TargetFamily, type TargetSpec } from '../types.ts';
+import { cacheKey, readEntry, writeEntry } from './cache.ts';
+import { cnnFamily } from './cnn.ts';
+import type { FamilyModule, TargetShape } from './family.ts';
+import { linearSvmFamily } from './linear-svm.ts';
+import { logregFamily } from './logreg.ts';
+import { mlpFamily } from './mlp.ts';
+import { naiveBayesFamily } from './naive-bayes.ts';
+import { svmFamily } from './svm.ts';
+import { treeFamily } from './tree.ts';
 
-export const TARGET_FAMILIES: readonly TargetFamily[] = ['cnn', 'svm', 'naive-bayes'];
+export { TARGET_FAMILIES };
+
+/** Every family, by name; a new family is one module and one line here. */
+export const FAMILIES: { [F in TargetFamily]: FamilyModule<Extract<TargetSpec, { family: F }>> } = {
+  cnn: cnnFamily,
+  svm: svmFamily,
+  'naive-bayes': naiveBayesFamily,
+  logreg: logregFamily,
+  mlp: mlpFamily,
+  tree: treeFamily,
+  'linear-svm': linearSvmFamily,
+};
+
+/** The config schema of every family, for sweep and serve configs. */
+export const targetSchemas = TARGET_FAMILIES.map((f) => FAMILIES[f].schema);
 
 export interface TargetOptions {
   cacheDir: string;
@@ -27,86 +47,29 @@ interface Meta {
   evaluated: { fingerprint: string; accuracy: number };
 }
 
-type Built = { target: Target; files: Record<string, Uint8Array>; params: Record<string, unknown> };
-
-/** Fails fast, naming the field, on a spec no family could train. */
-export function checkTargetSpec(spec: TargetSpec): void {
-  const where = `target ${JSON.stringify(spec.id)}`;
-  const need = (ok: boolean, field: string, rule: string, value: unknown) => {
-    if (!ok) throw new RangeError(`${where}: ${field} must be ${rule}, got ${JSON.stringify(value)}`);
-  };
-  need(TARGET_FAMILIES.includes(spec.family), 'family', `one of ${TARGET_FAMILIES.join(', ')}`, spec.family);
-  need(Number.isInteger(spec.trainSize) && spec.trainSize >= 1, 'trainSize', 'an integer ≥ 1', spec.trainSize);
-  need(Number.isSafeInteger(spec.seed), 'seed', 'an integer', spec.seed);
-  switch (spec.family) {
-    case 'cnn':
-      need(STUDENT_ARCHS.includes(spec.arch), 'arch', `one of ${STUDENT_ARCHS.join(', ')}`, spec.arch);
-      need(Number.isInteger(spec.epochs) && spec.epochs >= 1, 'epochs', 'an integer ≥ 1', spec.epochs);
-      need(Number.isInteger(spec.batchSize) && spec.batchSize >= 1, 'batchSize', 'an integer ≥ 1', spec.batchSize);
-      need(spec.lr > 0 && Number.isFinite(spec.lr), 'lr', 'a number > 0', spec.lr);
-      break;
-    case 'svm':
-      need(spec.C > 0 && Number.isFinite(spec.C), 'C', 'a number > 0', spec.C);
-      need(spec.gamma > 0 && Number.isFinite(spec.gamma), 'gamma', 'a number > 0', spec.gamma);
-      break;
-    case 'naive-bayes':
-      need(spec.varSmoothing >= 0 && Number.isFinite(spec.varSmoothing), 'varSmoothing', 'a number ≥ 0', spec.varSmoothing);
-      break;
-  }
+function familyOf(spec: TargetSpec): FamilyModule<TargetSpec> {
+  const family = FAMILIES[spec.family as TargetFamily] as FamilyModule<TargetSpec> | undefined;
+  if (!family) throw new RangeError(`target ${JSON.stringify(spec.id)}: family must be one of ${TARGET_FAMILIES.join(', ')}, got ${JSON.stringify(spec.family)}`);
+  return family;
 }
 
-async function train(spec: TargetSpec, data: Split, ds: Dataset): Promise<Built> {
-  const { inputShape, classes } = ds;
-  switch (spec.family) {
-    case 'cnn': {
-      const model = await fitCnn(data, inputShape, classes, spec);
-      const { topology, weights } = await serializeModel(model);
-      return { target: cnnTarget(spec.id, spec.arch, model, inputShape, classes), files: { 'model.json': topology, 'weights.bin': weights }, params: {} };
-    }
-    case 'svm': {
-      const { params, reference } = await fitSvm(data, classes, spec.C, spec.gamma);
-      reference.free();
-      const { supportVectors, ...rest } = params;
-      return { target: svmTarget(spec.id, params, inputShape), files: { 'sv.bin': f32Bytes(supportVectors) }, params: rest };
-    }
-    case 'naive-bayes': {
-      const params = fitNaiveBayes(data, classes, spec.varSmoothing);
-      const { means, variances, logPriors, ...rest } = params;
-      return {
-        target: naiveBayesTarget(spec.id, params, inputShape),
-        files: { 'means.bin': f32Bytes(means), 'variances.bin': f32Bytes(variances), 'priors.bin': f32Bytes(logPriors) },
-        params: rest,
-      };
-    }
+/** Fails fast, naming the field, on a spec its family's schema refuses. Returns the spec with defaults filled in. */
+export function checkTargetSpec<S extends TargetSpec>(spec: S): S & { task: TaskName } {
+  const result = familyOf(spec).schema.safeParse(spec);
+  if (!result.success) {
+    const valueAt = (path: PropertyKey[]) => path.reduce<unknown>((v, k) => (v as Record<PropertyKey, unknown> | undefined)?.[k], spec);
+    const issues = result.error.issues
+      .map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}, got ${JSON.stringify(valueAt(i.path))}` : `${i.message}`))
+      .join('; ');
+    throw new RangeError(`target ${JSON.stringify(spec.id)}: ${issues}`);
   }
+  return { ...(result.data as S), id: spec.id, task: (result.data as { task: TaskName }).task } as S & { task: TaskName };
 }
 
-/** Rebuilds a target from a cache entry; throws on anything inconsistent (each family checks its parameters). */
-async function restore(spec: TargetSpec, ds: Dataset, files: Record<string, Uint8Array>, params: Record<string, unknown>): Promise<Target> {
-  const { inputShape, classes } = ds;
-  if (params.classes !== undefined && params.classes !== classes) throw new Error(`entry has ${String(params.classes)} classes, the dataset ${classes}`);
-  switch (spec.family) {
-    case 'cnn':
-      return cnnTarget(spec.id, spec.arch, await deserializeModel(files['model.json'], files['weights.bin']), inputShape, classes);
-    case 'svm':
-      return svmTarget(spec.id, { ...(params as Omit<SvmParams, 'supportVectors'>), supportVectors: bytesF32(files['sv.bin'], 'sv.bin') }, inputShape);
-    case 'naive-bayes':
-      return naiveBayesTarget(
-        spec.id,
-        {
-          ...(params as Pick<NaiveBayesParams, 'classes' | 'features'>),
-          means: bytesF32(files['means.bin'], 'means.bin'),
-          variances: bytesF32(files['variances.bin'], 'variances.bin'),
-          logPriors: bytesF32(files['priors.bin'], 'priors.bin'),
-        },
-        inputShape,
-      );
-  }
-}
-
-/** Accuracy of target on split, in slices so no single intermediate grows with the split. */
+/** Accuracy of target on split (labels mapped by the target's task), in slices so no single intermediate grows with the split. */
 export async function measureAccuracy(target: Target, split: Split, ds: Dataset): Promise<number> {
-  return accuracy(await predictClasses((x) => target.predictProba(x), split, ds.inputShape), split.y);
+  const labelled = relabel(split, target.task ?? 'digits');
+  return accuracy(await predictClasses((x) => target.predictProba(x), labelled, ds.inputShape), labelled.y);
 }
 
 /** The first n rows of a split, without copying. */
@@ -123,26 +86,39 @@ function firstRows(split: Split, n: number): Split {
  * testAccuracy is on ds's eval split: stored with the entry, and measured again when the eval
  * split differs from the one it was stored for.
  */
-export async function getTarget(spec: TargetSpec, ds: Dataset, opts: TargetOptions): Promise<LoadedTarget> {
-  checkTargetSpec(spec);
+export async function getTarget(input: TargetSpec, ds: Dataset, opts: TargetOptions): Promise<LoadedTarget> {
+  const spec = checkTargetSpec(input);
+  const family = familyOf(spec);
   const log = opts.log ?? (() => {});
   const all = ds.split('train');
   if (spec.trainSize > all.n) throw new RangeError(`target "${spec.id}": trainSize ${spec.trainSize} exceeds the dataset's ${all.n} training rows`);
-  const data = firstRows(all, spec.trainSize);
-  const { id: _label, ...identity } = spec;
+  const data = relabel(firstRows(all, spec.trainSize), spec.task);
+  const shape: TargetShape = { inputShape: ds.inputShape, classes: taskClasses(spec.task, ds.classes) };
+  // The id is a label, not part of the model; the default task is left out so entries made before tasks existed still match.
+  const { id: _label, ...identity } = spec as TargetSpec & { task: TaskName };
+  if (identity.task === 'digits') delete (identity as { task?: TaskName }).task;
   const dir = join(opts.cacheDir, 'targets', `${spec.family}-${cacheKey(identity, fingerprint(data))}`);
   const evalSplit = ds.split('eval');
   const evalPrint = fingerprint(evalSplit);
+  const finish = (target: Target, testAccuracy: number, fromCache: boolean): LoadedTarget => ({
+    ...target,
+    model: target.model ?? { family: spec.family },
+    task: spec.task,
+    testAccuracy,
+    fromCache,
+  });
 
   const entry = await readEntry<Meta>(dir);
   if (entry) {
     let target: Target | undefined;
     try {
-      target = await restore(spec, ds, entry.files, entry.meta.params);
+      const { params } = entry.meta;
+      if (params.classes !== undefined && params.classes !== shape.classes) throw new Error(`entry has ${String(params.classes)} classes, the task ${shape.classes}`);
+      target = await family.restore(spec, entry.files, params, shape);
       const known = entry.meta.evaluated?.fingerprint === evalPrint ? entry.meta.evaluated.accuracy : undefined;
-      const testAccuracy = typeof known === 'number' ? known : await measureAccuracy(target, evalSplit, ds);
+      const testAccuracy = typeof known === 'number' ? known : await measureAccuracy({ ...target, task: spec.task }, evalSplit, ds);
       log(`target ${spec.id}: loaded ${spec.family} from cache ${dir}`);
-      return { ...target, testAccuracy, fromCache: true };
+      return finish(target, testAccuracy, true);
     } catch (err) {
       target?.dispose();
       log(`target ${spec.id}: cache entry ${dir} is unusable (${(err as Error).message}); retraining`);
@@ -151,10 +127,10 @@ export async function getTarget(spec: TargetSpec, ds: Dataset, opts: TargetOptio
     log(`target ${spec.id}: cache entry ${dir} is damaged or from another cache format; retraining`);
   }
 
-  log(`target ${spec.id}: training ${spec.family} on ${data.n} rows…`);
+  log(`target ${spec.id}: training ${spec.family}${spec.task === 'digits' ? '' : ` (task ${spec.task})`} on ${data.n} rows…`);
   const started = performance.now();
-  const built = await train(spec, data, ds);
-  const testAccuracy = await measureAccuracy(built.target, evalSplit, ds);
+  const built = await family.train(spec, data, shape);
+  const testAccuracy = await measureAccuracy({ ...built.target, task: spec.task }, evalSplit, ds);
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
   try {
     await writeEntry<Meta>(dir, { params: built.params, evaluated: { fingerprint: evalPrint, accuracy: testAccuracy } }, built.files);
@@ -163,5 +139,5 @@ export async function getTarget(spec: TargetSpec, ds: Dataset, opts: TargetOptio
     // The target is good; only the next run loses. Say so rather than throw the training away.
     log(`target ${spec.id}: trained in ${seconds} s, but could not be cached in ${dir}: ${(err as Error).message}`);
   }
-  return { ...built.target, testAccuracy, fromCache: false };
+  return finish(built.target, testAccuracy, false);
 }

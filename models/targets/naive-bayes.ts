@@ -1,7 +1,11 @@
 import * as tf from '@tensorflow/tfjs';
+import { z } from 'zod';
 import type { Split } from '../../datasets/types.ts';
 import { predictBatched } from '../train.ts';
 import type { Target } from '../types.ts';
+import { bytesF32, f32Bytes } from './cache.ts';
+import type { TaskName } from '../../datasets/tasks.ts';
+import { baseFields, count, type FamilyModule } from './family.ts';
 
 export interface NaiveBayesParams {
   classes: number;
@@ -124,3 +128,37 @@ export function naiveBayesTarget(id: string, p: NaiveBayesParams, inputShape: [n
     dispose: () => tf.dispose([mu, iv, b]),
   };
 }
+
+export const naiveBayesSchema = z.strictObject({
+  ...baseFields,
+  family: z.literal('naive-bayes'),
+  trainSize: count.default(10_000),
+  varSmoothing: z.number().positive().default(0.1),
+});
+export type NaiveBayesSpec = Omit<z.output<typeof naiveBayesSchema>, 'task'> & { id: string; task?: TaskName };
+
+export const naiveBayesFamily: FamilyModule<NaiveBayesSpec> = {
+  name: 'naive-bayes',
+  schema: naiveBayesSchema,
+  async train(spec, data, { inputShape, classes }) {
+    const params = fitNaiveBayes(data, classes, spec.varSmoothing);
+    const { means, variances, logPriors, ...rest } = params;
+    return {
+      target: naiveBayesTarget(spec.id, params, inputShape),
+      files: { 'means.bin': f32Bytes(means), 'variances.bin': f32Bytes(variances), 'priors.bin': f32Bytes(logPriors) },
+      params: rest,
+    };
+  },
+  async restore(spec, files, params, { inputShape }) {
+    return naiveBayesTarget(
+      spec.id,
+      {
+        ...(params as Pick<NaiveBayesParams, 'classes' | 'features'>),
+        means: bytesF32(files['means.bin'], 'means.bin'),
+        variances: bytesF32(files['variances.bin'], 'variances.bin'),
+        logPriors: bytesF32(files['priors.bin'], 'priors.bin'),
+      },
+      inputShape,
+    );
+  },
+};

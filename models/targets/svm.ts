@@ -1,8 +1,12 @@
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
+import { z } from 'zod';
 import type { Split } from '../../datasets/types.ts';
 import { predictBatched } from '../train.ts';
 import type { Target } from '../types.ts';
+import { bytesF32, f32Bytes } from './cache.ts';
+import type { TaskName } from '../../datasets/tasks.ts';
+import { baseFields, count, type FamilyModule } from './family.ts';
 
 /** What the decision function and libsvm's probability method need, read from a trained model. */
 export interface SvmParams {
@@ -380,3 +384,26 @@ export function svmTarget(id: string, p: SvmParams, inputShape: [number, number,
     dispose: () => tf.dispose([sv, w, rho]),
   };
 }
+
+export const svmSchema = z.strictObject({
+  ...baseFields,
+  family: z.literal('svm'),
+  trainSize: count.default(5_000),
+  C: z.number().positive().default(5),
+  gamma: z.number().positive().default(0.03),
+});
+export type SvmSpec = Omit<z.output<typeof svmSchema>, 'task'> & { id: string; task?: TaskName };
+
+export const svmFamily: FamilyModule<SvmSpec> = {
+  name: 'svm',
+  schema: svmSchema,
+  async train(spec, data, { inputShape, classes }) {
+    const { params, reference } = await fitSvm(data, classes, spec.C, spec.gamma);
+    reference.free();
+    const { supportVectors, ...rest } = params;
+    return { target: svmTarget(spec.id, params, inputShape), files: { 'sv.bin': f32Bytes(supportVectors) }, params: rest };
+  },
+  async restore(spec, files, params, { inputShape }) {
+    return svmTarget(spec.id, { ...(params as Omit<SvmParams, 'supportVectors'>), supportVectors: bytesF32(files['sv.bin'], 'sv.bin') }, inputShape);
+  },
+};
