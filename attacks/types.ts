@@ -1,11 +1,11 @@
-import type { PoolKind, Split } from '../datasets/types.ts';
+import type { PoolSpec, Split } from '../datasets/types.ts';
 import type { Imitation, ModelClass, StudentArch, StudentSpec } from '../models/types.ts';
 import type { Disclosure, Oracle } from '../serve/types.ts';
 
 /** One level of the attacker's side information S, plus the query distribution X̃ and the answers ỹ it gets. */
 export interface SideInfo {
   name: string;
-  pool: PoolKind;
+  pool: PoolSpec;
   disclosure: Disclosure;
   architecture: 'known' | 'unknown';
 }

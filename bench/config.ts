@@ -1,6 +1,9 @@
 import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
+import { DATASETS, POOL_KINDS } from '../datasets/index.ts';
 import type { TaskName } from '../datasets/tasks.ts';
+import type { DatasetName, PoolKind } from '../datasets/types.ts';
 import { targetSchemas } from '../models/targets/index.ts';
 import { STUDENT_ARCHS, type TargetSpec } from '../models/types.ts';
 import type { Disclosure } from '../serve/types.ts';
@@ -57,7 +60,11 @@ const student = z.strictObject({
 
 const side = z.strictObject({
   name: z.string().regex(/^[\w.+-]+$/, 'use letters, digits and . _ + - only (it names curves and files)'),
-  pool: z.enum(['same', 'related', 'noise']),
+  /** A built-in pool, or {"path": ...} for an IDX image file or a folder of images (relative to the config file). */
+  pool: z.union([
+    z.enum(POOL_KINDS as [PoolKind, ...PoolKind[]]),
+    z.strictObject({ path: z.string().min(1), transpose: z.boolean().optional() }),
+  ]),
   disclosure,
   architecture: z.enum(['known', 'unknown']).default('unknown'),
 });
@@ -67,7 +74,7 @@ export const sweepSchema = z
     name: z.string().regex(/^[\w.-]+$/, 'use letters, digits and . _ - only (it names the run folder)'),
     description: z.string().optional(),
     dataset: z.strictObject({
-      name: z.literal('mnist'),
+      name: z.enum(DATASETS as [DatasetName, ...DatasetName[]]).default('mnist'),
       trainSize: count.default(10_000),
       poolSize: count.default(20_000),
       evalSize: count.max(10_000).default(2_000),
@@ -108,11 +115,12 @@ export const sweepSchema = z
     unique(cfg.targets.map((t, i) => t.id ?? defaultTargetId(t.family, i, cfg.targets)), 'targets');
     unique(cfg.students.map((s) => s.arch), 'students');
     const largest = Math.max(...cfg.budgets);
-    if (cfg.side.some((s) => s.pool === 'same') && largest > cfg.dataset.poolSize) {
+    const sameRows = Math.max(...cfg.side.map((s) => (s.pool === 'same' ? largest : s.pool === 'mixed' ? Math.ceil(largest / 2) : 0)));
+    if (sameRows > cfg.dataset.poolSize) {
       ctx.addIssue({
         code: 'custom',
         path: ['budgets'],
-        message: `largest budget ${largest} exceeds dataset.poolSize ${cfg.dataset.poolSize}, the attacker's same-distribution pool`,
+        message: `largest budget ${largest} needs ${sameRows} rows of the attacker's same-distribution pool, more than dataset.poolSize ${cfg.dataset.poolSize}`,
       });
     }
     if (cfg.server) {
@@ -166,5 +174,8 @@ export async function loadSweepConfig(path: string): Promise<SweepConfig> {
   } catch (err) {
     throw new ConfigError(`${path} is not valid JSON: ${(err as Error).message}`);
   }
-  return parseSweepConfig(json, path);
+  const config = parseSweepConfig(json, path);
+  // A pool path in a config file means a path beside that file, wherever the CLI was started.
+  const base = dirname(resolve(path));
+  return { ...config, side: config.side.map((s) => (typeof s.pool === 'object' ? { ...s, pool: { ...s.pool, path: resolve(base, s.pool.path) } } : s)) };
 }

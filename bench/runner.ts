@@ -3,9 +3,9 @@ import { join } from 'node:path';
 import pLimit from 'p-limit';
 import { getAttack } from '../attacks/index.ts';
 import { NotApplicable, type SideInfo } from '../attacks/types.ts';
-import { defaultCacheDir, loadDataset, loadPool } from '../datasets/index.ts';
+import { defaultCacheDir, loadDataset, loadPool, poolKey } from '../datasets/index.ts';
 import { relabel } from '../datasets/tasks.ts';
-import type { Dataset, PoolKind, Split } from '../datasets/types.ts';
+import type { Dataset, Split } from '../datasets/types.ts';
 import { initBackend, type BackendInfo, type BackendName } from '../models/backend.ts';
 import { getTarget } from '../models/targets/index.ts';
 import type { StudentSpec, Target } from '../models/types.ts';
@@ -40,7 +40,8 @@ export interface SweepEnv {
   dataset: Dataset;
   evalSplit: Split;
   targets: Map<string, Target>;
-  pools: Map<PoolKind, Split>;
+  /** By poolKey of each side-information level's pool. */
+  pools: Map<string, Split>;
   transport: Transport;
 }
 
@@ -57,9 +58,10 @@ export async function prepareSweep(config: SweepConfig, opts: SweepOptions = {})
     targets.set(spec.id, target);
   }
   const poolSize = Math.max(...config.budgets);
-  const pools = new Map<PoolKind, Split>();
-  for (const kind of new Set(config.side.map((s) => s.pool))) {
-    pools.set(kind, await loadPool(kind, dataset, poolSize, config.dataset.seed, cacheDir));
+  const pools = new Map<string, Split>();
+  for (const s of config.side) {
+    const key = poolKey(s.pool);
+    if (!pools.has(key)) pools.set(key, await loadPool(s.pool, dataset, poolSize, config.dataset.seed, cacheDir));
   }
   const transport = await openTransport(config, targets, {
     runDir: opts.runDir,
@@ -98,8 +100,8 @@ export async function runCell(env: SweepEnv, cell: Cell, onStep?: Progress['cell
     if (!target) throw new Error(`cell names unknown target "${cell.target}"`);
     const side: SideInfo = lookup(env.config.side, (s) => s.name, cell.side, 'side-information level');
     const student: StudentSpec = lookup(env.config.students, (s) => s.arch, cell.student, 'student');
-    const pool = env.pools.get(side.pool);
-    if (!pool) throw new Error(`no ${side.pool} pool was loaded`);
+    const pool = env.pools.get(poolKey(side.pool));
+    if (!pool) throw new Error(`no pool ${poolKey(side.pool)} was loaded`);
     oracle = env.transport.oracle(target, side, cell.budget);
     const imitation = await getAttack(cell.attack).run({
       oracle,

@@ -1,15 +1,18 @@
 import { join } from 'node:path';
-import { sampleIndices } from '../models/seed.ts';
+import { rng, sampleIndices, shuffleInPlace } from '../models/seed.ts';
 import { DatasetError } from './errors.ts';
+import { loadPathPool } from './external.ts';
 import { loadFashionBytes, type FashionBytes } from './fashion.ts';
 import { loadMnistFiles } from './mnist.ts';
 import { noiseSplit } from './noise.ts';
 import { fromUint8, subset } from './split.ts';
-import type { Dataset, DatasetSpec, PoolKind, Split, SplitName } from './types.ts';
+import type { Dataset, DatasetName, DatasetSpec, PoolKind, PoolSpec, Split, SplitName } from './types.ts';
 
 export { DatasetError } from './errors.ts';
-export const DATASETS: readonly string[] = ['mnist'];
-export const POOL_KINDS: readonly PoolKind[] = ['same', 'related', 'noise'];
+export const DATASETS: readonly DatasetName[] = ['mnist', 'fashion-mnist'];
+export const POOL_KINDS: readonly PoolKind[] = ['same', 'related', 'mixed', 'noise'];
+/** Fashion-MNIST rows the benchmark treats as its test part (the package keeps no official split). */
+const FASHION_TEST_ROWS = 10_000;
 
 const REPO_ROOT = join(import.meta.dirname, '..');
 
@@ -41,24 +44,36 @@ function checkCount(field: string, value: unknown, min: number): number {
   return value;
 }
 
+/** A dataset's rows before the benchmark splits them: a train part and a test part. */
+async function sourceOf(name: DatasetName, cacheDir: string): Promise<{ train: Split; test: Split; label: string }> {
+  if (name === 'mnist') return { ...(await memo(mnistFiles, 'mnist', () => loadMnistFiles())), label: 'MNIST' };
+  const all = await memo(fashionByDir, cacheDir, () => loadFashionBytes(cacheDir));
+  const total = all.labels.length;
+  // The package groups images by class and keeps no train/test split: the benchmark's fixed
+  // interleaved order is cut instead, its last 10,000 rows serving as the test part.
+  const cut = Math.max(0, total - FASHION_TEST_ROWS);
+  const range = (from: number, to: number) => pickRows(all, 28 * 28, Int32Array.from({ length: to - from }, (_, i) => from + i));
+  return { train: range(0, cut), test: range(cut, total), label: 'Fashion-MNIST' };
+}
+
 /**
- * MNIST as the benchmark splits it: `train` (the provider's rows) and `pool` (the attacker's) are
- * disjoint seeded samples of MNIST train; `eval` is the first evalSize rows of t10k, the same for
- * every seed so that seeds differ only in what the provider and attacker hold.
+ * A dataset as the benchmark splits it: `train` (the provider's rows) and `pool` (the attacker's)
+ * are disjoint seeded samples of its train part; `eval` is the first evalSize rows of its test
+ * part, the same for every seed so that seeds differ only in what the provider and attacker hold.
  */
-export async function loadDataset(spec: DatasetSpec, _cacheDir = defaultCacheDir()): Promise<Dataset> {
+export async function loadDataset(spec: DatasetSpec, cacheDir = defaultCacheDir()): Promise<Dataset> {
   if (!DATASETS.includes(spec.name)) throw new DatasetError(`dataset.name "${spec.name}" is unknown: choose one of ${DATASETS.join(', ')}`);
   const trainSize = checkCount('trainSize', spec.trainSize, 1);
   const poolSize = checkCount('poolSize', spec.poolSize, 0);
   const evalSize = checkCount('evalSize', spec.evalSize, 1);
   if (!Number.isSafeInteger(spec.seed)) throw new DatasetError(`dataset.seed must be an integer, got ${JSON.stringify(spec.seed)}`);
 
-  const { train, test } = await memo(mnistFiles, 'mnist', () => loadMnistFiles());
-  if (trainSize > train.n) throw new DatasetError(`dataset.trainSize ${trainSize} exceeds the ${train.n} rows of MNIST train`);
+  const { train, test, label } = await sourceOf(spec.name, cacheDir);
+  if (trainSize > train.n) throw new DatasetError(`dataset.trainSize ${trainSize} exceeds the ${train.n} rows of ${label} train`);
   if (trainSize + poolSize > train.n) {
-    throw new DatasetError(`dataset.poolSize ${poolSize} is too large: with dataset.trainSize ${trainSize}, at most ${train.n - trainSize} rows of MNIST train (${train.n} in all) remain for the pool`);
+    throw new DatasetError(`dataset.poolSize ${poolSize} is too large: with dataset.trainSize ${trainSize}, at most ${train.n - trainSize} rows of ${label} train (${train.n} in all) remain for the pool`);
   }
-  if (evalSize > test.n) throw new DatasetError(`dataset.evalSize ${evalSize} exceeds the ${test.n} rows of MNIST t10k`);
+  if (evalSize > test.n) throw new DatasetError(`dataset.evalSize ${evalSize} exceeds the ${test.n} rows of ${label} test`);
 
   // One seeded permutation, cut in two: distinct indices, so train and pool cannot share a row.
   const order = sampleIndices(train.n, trainSize + poolSize, spec.seed);
@@ -70,7 +85,7 @@ export async function loadDataset(spec: DatasetSpec, _cacheDir = defaultCacheDir
     pool: subset(train, poolIdx),
     eval: subset(test, Int32Array.from({ length: evalSize }, (_, i) => i)),
   };
-  return { name: 'mnist', inputShape: [28, 28, 1], classes: 10, split: (name) => splits[name] };
+  return { name: spec.name, inputShape: [28, 28, 1], classes: 10, split: (name) => splits[name] };
 }
 
 /** The benchmark's premise is that the attacker never holds the provider's rows: checked, not assumed. */
@@ -78,7 +93,7 @@ function assertDisjoint(a: ArrayLike<number>, b: ArrayLike<number>, n: number): 
   const inA = new Uint8Array(n);
   for (let i = 0; i < a.length; i++) inA[a[i]] = 1;
   for (let i = 0; i < b.length; i++) {
-    if (inA[b[i]]) throw new Error(`internal error: MNIST train row ${b[i]} is in both train and pool`);
+    if (inA[b[i]]) throw new Error(`internal error: train row ${b[i]} is in both the provider's rows and the pool`);
   }
 }
 
@@ -94,32 +109,60 @@ function pickRows({ images, labels }: FashionBytes, rowSize: number, indices: Ar
   return fromUint8(out, y, rowSize);
 }
 
+/** A stable name for a pool spec, for maps and messages. */
+export function poolKey(spec: PoolSpec): string {
+  return typeof spec === 'string' ? spec : `${spec.path}${spec.transpose ? ' (transposed)' : ''}`;
+}
+
 /**
- * The attacker's query pool of n rows: the first n of its own MNIST rows (so pools of one dataset
- * are nested), a seeded sample of Fashion-MNIST, or seeded uniform noise. Related and noise rows
- * carry label -1: a garment's class is not a digit, and nothing should score against it.
+ * The attacker's query pool of n rows: the first n of its own rows of the dataset (so pools of one
+ * dataset are nested); a seeded sample of the related dataset (Fashion-MNIST for an MNIST target,
+ * MNIST for a Fashion-MNIST one); half of each, shuffled (mixed); seeded uniform noise; or a sample
+ * of images from a path. Rows from anywhere but the dataset itself carry label -1: a garment's
+ * class is not a digit, and nothing should score against it.
  */
-export async function loadPool(kind: PoolKind, ds: Dataset, n: number, seed: number, cacheDir = defaultCacheDir()): Promise<Split> {
+export async function loadPool(spec: PoolSpec, ds: Dataset, n: number, seed: number, cacheDir = defaultCacheDir()): Promise<Split> {
   if (!Number.isInteger(n) || n < 0) throw new DatasetError(`pool size must be an integer ≥ 0, got ${JSON.stringify(n)}`);
   const d = ds.inputShape.reduce((a, b) => a * b, 1);
-  switch (kind) {
+  if (typeof spec === 'object') return loadPathPool(spec, ds.inputShape, n, seed);
+  switch (spec) {
     case 'same': {
       const pool = ds.split('pool');
       if (n > pool.n) throw new DatasetError(`a same-distribution pool of ${n} rows was asked for, but dataset.poolSize is ${pool.n}: raise dataset.poolSize to at least ${n}`);
       return subset(pool, Int32Array.from({ length: n }, (_, i) => i));
     }
     case 'related': {
-      const all = await memo(fashionByDir, cacheDir, () => loadFashionBytes(cacheDir));
-      const total = all.labels.length;
-      if (all.images.length / total !== d) throw new DatasetError(`Fashion-MNIST rows (${all.images.length / total} values) do not fit ${ds.name} inputs (${d} values)`);
-      if (n > total) throw new DatasetError(`a related pool of ${n} rows was asked for, but Fashion-MNIST has ${total}`);
-      const rows = pickRows(all, d, sampleIndices(total, n, seed));
+      if (ds.name === 'mnist') {
+        // Any of the 70,000 Fashion-MNIST rows may be drawn: none of them is the provider's.
+        const all = await memo(fashionByDir, cacheDir, () => loadFashionBytes(cacheDir));
+        const total = all.labels.length;
+        if (all.images.length / total !== d) throw new DatasetError(`Fashion-MNIST rows (${all.images.length / total} values) do not fit ${ds.name} inputs (${d} values)`);
+        if (n > total) throw new DatasetError(`a related pool of ${n} rows was asked for, but Fashion-MNIST has ${total}`);
+        const rows = pickRows(all, d, sampleIndices(total, n, seed));
+        rows.y.fill(-1);
+        return rows;
+      }
+      const { train } = await sourceOf('mnist', cacheDir);
+      if (n > train.n) throw new DatasetError(`a related pool of ${n} rows was asked for, but MNIST train has ${train.n}`);
+      const rows = subset(train, sampleIndices(train.n, n, seed));
       rows.y.fill(-1);
       return rows;
+    }
+    case 'mixed': {
+      const same = await loadPool('same', ds, Math.ceil(n / 2), seed, cacheDir);
+      const related = await loadPool('related', ds, Math.floor(n / 2), seed, cacheDir);
+      const order = Int32Array.from({ length: n }, (_, i) => i);
+      shuffleInPlace(order, rng(seed, 'mixed'));
+      const x = new Float32Array(n * d);
+      order.forEach((src, dst) => {
+        const from = src < same.n ? same.x.subarray(src * d, (src + 1) * d) : related.x.subarray((src - same.n) * d, (src - same.n + 1) * d);
+        x.set(from, dst * d);
+      });
+      return { x, y: new Int32Array(n).fill(-1), n };
     }
     case 'noise':
       return noiseSplit(n, d, seed);
     default:
-      throw new DatasetError(`unknown pool kind "${kind as string}": choose one of ${POOL_KINDS.join(', ')}`);
+      throw new DatasetError(`unknown pool kind "${spec as string}": choose one of ${POOL_KINDS.join(', ')}, or {"path": "..."} for an IDX file or an image folder`);
   }
 }

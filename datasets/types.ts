@@ -11,8 +11,14 @@ export interface Split {
 }
 
 export type SplitName = 'train' | 'pool' | 'eval';
-/** Where the attacker's queries come from: the target's own distribution, a related one, or noise. */
-export type PoolKind = 'same' | 'related' | 'noise';
+/**
+ * Where the attacker's queries come from: the target's own distribution, a related one (the other
+ * of MNIST and Fashion-MNIST), half of each (mixed), or noise.
+ */
+export type PoolKind = 'same' | 'related' | 'mixed' | 'noise';
+
+/** A built-in pool, or images the user brings (an IDX file or a folder). */
+export type PoolSpec = PoolKind | { path: string; transpose?: boolean };
 
 export interface Dataset {
   name: string;
@@ -22,13 +28,15 @@ export interface Dataset {
   split(name: SplitName): Split;
 }
 
+export type DatasetName = 'mnist' | 'fashion-mnist';
+
 export interface DatasetSpec {
-  name: 'mnist';
-  /** Rows of MNIST train given to the provider. */
+  name: DatasetName;
+  /** Rows of the dataset's train part given to the provider. */
   trainSize: number;
-  /** Rows of MNIST train (disjoint from `train`) the attacker may hold. */
+  /** Rows of the train part (disjoint from `train`) the attacker may hold. */
   poolSize: number;
-  /** Rows of MNIST t10k used to score imitations. */
+  /** Rows of the test part used to score imitations. */
   evalSize: number;
   seed: number;
 }

@@ -1,8 +1,9 @@
-import { readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { ConfigError, parseDisclosure, parseSweepConfig } from '../bench/config.ts';
+import { ConfigError, loadSweepConfig, parseDisclosure, parseSweepConfig } from '../bench/config.ts';
 import { REPO_ROOT } from '../bench/manifest.ts';
 
 const minimal = () => ({
@@ -73,13 +74,42 @@ test('bad disclosure, unknown attack and unknown field are each named', () => {
 test('a budget larger than the same-distribution pool is refused', () => {
   const cfg = minimal();
   cfg.budgets = [100, 50_000];
-  assert.match(errorOf(cfg), /budgets: largest budget 50000 exceeds dataset.poolSize 20000/);
+  assert.match(errorOf(cfg), /budgets: largest budget 50000 needs 50000 rows of the attacker's same-distribution pool, more than dataset.poolSize 20000/);
+  cfg.side = [{ name: 'mixed', pool: 'mixed', disclosure: 'probs' }];
+  assert.match(errorOf(cfg), /needs 25000 rows/, 'a mixed pool draws half its rows from the same distribution');
 });
 
 test('duplicate side names are refused', () => {
   const cfg = minimal();
   cfg.side = [cfg.side[0], cfg.side[0]];
   assert.match(errorOf(cfg), /side: duplicate name "probs"/);
+});
+
+test('pools by path resolve beside the config file; tasks, leaf answers and Fashion-MNIST parse', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rho-config-'));
+  try {
+    const cfg: Record<string, unknown> = minimal();
+    cfg.dataset = { name: 'fashion-mnist' };
+    cfg.targets = [{ family: 'tree', task: 'ge5' }];
+    cfg.side = [
+      { name: 'letters', pool: { path: 'data/letters-idx3-ubyte', transpose: true }, disclosure: 'leaf' },
+      { name: 'mixed', pool: 'mixed', disclosure: 'label' },
+    ];
+    writeFileSync(join(dir, 'sweep.json'), JSON.stringify(cfg));
+    const loaded = await loadSweepConfig(join(dir, 'sweep.json'));
+    assert.equal(loaded.side[0].pool, { path: join(dir, 'data/letters-idx3-ubyte'), transpose: true });
+    assert.equal(loaded.side[0].disclosure, { kind: 'leaf' });
+    assert.is(loaded.side[1].pool, 'mixed');
+    assert.is(loaded.dataset.name, 'fashion-mnist');
+    assert.is(loaded.targets[0].task, 'ge5');
+    cfg.targets = [{ family: 'logreg', task: 'odd' }];
+    cfg.side = [{ name: 'x', pool: 'lake', disclosure: 'label' }];
+    const msg = errorOf(cfg);
+    assert.match(msg, /targets\.0\.task: unknown task: use digits, parity/);
+    assert.match(msg, /side\.0\.pool/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test.run();

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, truncateSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
@@ -167,6 +167,83 @@ test('related pools are seeded samples of Fashion-MNIST rows, unlabelled', async
   assert.is(fingerprint(a), fingerprint(await loadPool('related', ds, 20, 4, cache)));
   assert.is.not(fingerprint(a), fingerprint(await loadPool('related', ds, 20, 5, cache)));
   assert.match(await errorOf(loadPool('related', ds, 51, 4, cache)), /51 rows .* Fashion-MNIST has 50/);
+});
+
+test('mixed pools are half the attacker\'s own rows and half related rows, shuffled and unlabelled', async () => {
+  const cache = tempDir();
+  const n = 40;
+  // Stand-in Fashion rows of value 1 (every pixel 255), which no MNIST row is.
+  await loadFashionBytes(cache, { build: async () => ({ images: new Uint8Array(n * 784).fill(255), labels: new Uint8Array(n) }) });
+  const ds = await loadDataset(spec);
+  const mixed = await loadPool('mixed', ds, 31, 4, cache);
+  assert.is(mixed.n, 31);
+  assert.ok(mixed.y.every((v) => v === -1));
+  const related = Array.from({ length: mixed.n }, (_, r) => mixed.x.subarray(r * 784, (r + 1) * 784).every((v) => v === 1));
+  assert.is(related.filter(Boolean).length, 15, 'floor(31 / 2) related rows');
+  assert.ok(related.slice(0, 16).some(Boolean) && related.slice(16).some((v) => !v), 'interleaved, not blocks');
+  assert.is(fingerprint(mixed), fingerprint(await loadPool('mixed', ds, 31, 4, cache)));
+});
+
+test('a pool from an IDX file: seeded sample, optional transpose, shape and size checked', async () => {
+  const dir = tempDir();
+  const file = join(dir, 'letters-idx3-ubyte');
+  const images = new Uint8Array(30 * 784);
+  // Image r has one lit pixel, at row 1 column 2 when read as stored; its value tells r apart.
+  for (let r = 0; r < 30; r++) images[r * 784 + 1 * 28 + 2] = r + 1;
+  await writeIdx(file, { dims: [30, 28, 28], data: images });
+  const ds = await loadDataset(spec);
+  const pool = await loadPool({ path: file }, ds, 10, 3);
+  assert.is(pool.n, 10);
+  assert.ok(pool.y.every((v) => v === -1));
+  const lit = Array.from({ length: 10 }, (_, r) => Math.round(pool.x[r * 784 + 30] * 255));
+  assert.ok(lit.every((v) => v >= 1 && v <= 30), 'each row is one stored image');
+  assert.is(new Set(lit).size, 10);
+  const upright = await loadPool({ path: file, transpose: true }, ds, 10, 3);
+  assert.equal(Array.from({ length: 10 }, (_, r) => Math.round(upright.x[r * 784 + 2 * 28 + 1] * 255)), lit, 'transposed: row 2 column 1');
+  assert.match(await errorOf(loadPool({ path: file }, ds, 31, 3)), /has 30 images, fewer than the 31 queries/);
+  await writeIdx(join(dir, 'small'), { dims: [5, 14, 14], data: new Uint8Array(5 * 196) });
+  assert.match(await errorOf(loadPool({ path: join(dir, 'small') }, ds, 2, 3)), /IDX images of shape \[14, 14\] do not fit the target's inputs \[28, 28, 1\]/);
+  assert.match(await errorOf(loadPool({ path: join(dir, 'nothing-here') }, ds, 2, 3)), /cannot read it \(ENOENT\)/);
+});
+
+test('a pool from a folder of images: decoded with sharp to grayscale 28×28, recursively', async () => {
+  const { default: sharp } = await import('sharp');
+  const dir = tempDir();
+  mkdirSync(join(dir, 'a'));
+  mkdirSync(join(dir, 'b'));
+  // 56×56 RGB images of one colour each: resized and turned gray, each stays one flat value.
+  const colours = [[255, 255, 255], [0, 0, 0], [255, 0, 0]];
+  for (const [i, [r, g, b]] of colours.entries()) {
+    await sharp({ create: { width: 56, height: 56, channels: 3, background: { r, g, b } } }).png().toFile(join(dir, i < 2 ? 'a' : 'b', `${i}.png`));
+  }
+  writeFileSync(join(dir, 'notes.txt'), 'not an image');
+  const ds = await loadDataset(spec);
+  const pool = await loadPool({ path: dir }, ds, 3, 1);
+  assert.is(pool.x.length, 3 * 784);
+  const flat = Array.from({ length: 3 }, (_, r) => pool.x.subarray(r * 784, (r + 1) * 784));
+  assert.ok(flat.every((row) => row.every((v) => v === row[0])), 'each image is flat after resizing');
+  const values = flat.map((row) => row[0]).sort();
+  assert.ok(values[0] === 0 && values[2] === 1 && values[1] > 0.1 && values[1] < 0.9, `white, black and red as gray: ${values.join(', ')}`);
+  writeFileSync(join(dir, 'b', 'broken.png'), 'garbage');
+  assert.match(await errorOf(loadPool({ path: dir }, ds, 4, 1)), /cannot decode .*broken\.png/);
+  assert.match(await errorOf(loadPool({ path: join(dir, 'a') }, ds, 3, 1)), /has 2 images, fewer than the 3 queries/);
+});
+
+test('a Fashion-MNIST dataset: its train part split into provider and pool rows, its last 10,000 rows as eval', async () => {
+  const cache = tempDir();
+  const n = 10_060;
+  const images = new Uint8Array(n * 784);
+  for (let r = 0; r < n; r++) images[r * 784] = r % 256;
+  await loadFashionBytes(cache, { build: async () => ({ images, labels: new Uint8Array(n).map((_, r) => r % 10) }) });
+  const ds = await loadDataset({ name: 'fashion-mnist', trainSize: 30, poolSize: 20, evalSize: 100, seed: 1 }, cache);
+  assert.is(ds.name, 'fashion-mnist');
+  assert.equal(Array.from(ds.split('eval').y.subarray(0, 5)), [0, 1, 2, 3, 4].map((i) => (60 + i) % 10), 'eval starts at row 60');
+  assert.match(await errorOf(loadDataset({ name: 'fashion-mnist', trainSize: 50, poolSize: 20, evalSize: 10, seed: 1 }, cache)), /at most 10 rows of Fashion-MNIST train \(60 in all\)/);
+  const related = await loadPool('related', ds, 10, 1, cache);
+  assert.ok(related.y.every((v) => v === -1));
+  const mnist = (await loadMnistFiles()).train;
+  const firstRow = related.x.subarray(0, 784);
+  assert.ok(Array.from({ length: 60_000 }, (_, r) => r).some((r) => mnist.x.subarray(r * 784, (r + 1) * 784).every((v, i) => v === firstRow[i])), 'a related row is an MNIST train row');
 });
 
 test.run();
