@@ -100,6 +100,22 @@ export const sweepSchema = z
         keys: z.record(z.string(), z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'the name of an environment variable')),
       })
       .optional(),
+    /** Published figures this sweep reproduces; printed beside ours and written to reference.json. */
+    reference: z
+      .array(
+        z.strictObject({
+          target: z.string(),
+          attack: z.string(),
+          side: z.string(),
+          budget: count,
+          student: z.string().optional(),
+          metric: z.enum(['studentAccuracy', 'agreement', 'rho', 'queries']),
+          value: z.number(),
+          source: z.string().min(1),
+          note: z.string().optional(),
+        }),
+      )
+      .optional(),
     /** Cells in flight at once. In one process they share one tfjs backend, so >1 interleaves rather than parallelises. */
     concurrency: count.max(64).default(1),
   })
@@ -130,6 +146,16 @@ export const sweepSchema = z
           ctx.addIssue({ code: 'custom', path: ['server', 'keys'], message: `no API key variable for side-information level "${s.name}"` });
         }
       }
+    }
+    const targetIds = cfg.targets.map((t, i) => t.id ?? defaultTargetId(t.family, i, cfg.targets));
+    for (const [i, ref] of (cfg.reference ?? []).entries()) {
+      const known = (field: 'target' | 'attack' | 'side' | 'budget', ok: boolean) => {
+        if (!ok) ctx.addIssue({ code: 'custom', path: ['reference', i, field], message: `${JSON.stringify(ref[field])} is not one of the sweep's ${field}s` });
+      };
+      known('target', targetIds.includes(ref.target));
+      known('attack', (cfg.attacks as string[]).includes(ref.attack));
+      known('side', cfg.side.some((s) => s.name === ref.side));
+      known('budget', cfg.budgets.includes(ref.budget));
     }
     for (const [i, t] of cfg.targets.entries()) {
       if (t.trainSize > cfg.dataset.trainSize) {

@@ -17,7 +17,8 @@ import { baseManifest, REPO_ROOT, type Manifest } from './manifest.ts';
 import { silentProgress, type Progress } from './progress.ts';
 import type { Cell, CellResult } from './types.ts';
 import { openTransport, type Transport } from './transport.ts';
-import { RunFiles } from './writers.ts';
+import { RunFiles, writeAtomic } from './writers.ts';
+import { compareReferences } from './reference.ts';
 
 export interface SweepOptions {
   /** Folder holding run folders; default <repo>/results. */
@@ -214,6 +215,9 @@ export class SweepRun {
     this.manifest.finishedAt = new Date().toISOString();
     this.manifest.cells = { total: this.cells.length, ok: count('ok'), notApplicable: count('not-applicable'), failed: count('failed') };
     await this.files.writeAggregates(this.results);
+    if (this.env.config.reference) {
+      await writeAtomic(join(this.files.dir, 'reference.json'), `${JSON.stringify(compareReferences(this.env.config.reference, this.results), null, 2)}\n`);
+    }
     await this.files.writeManifest(this.manifest);
     await disposeSweep(this.env);
   }

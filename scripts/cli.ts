@@ -6,6 +6,7 @@ import { BACKEND_NAMES, ConfigError, loadSweepConfig, TRANSPORTS, type SweepConf
 import { REPO_ROOT } from '../bench/manifest.ts';
 import { createProgress } from '../bench/progress.ts';
 import { SweepRun } from '../bench/runner.ts';
+import { compareReferences, formatReferences } from '../bench/reference.ts';
 import { formatSummary } from '../bench/table.ts';
 import { DATASETS, DatasetError, POOL_KINDS } from '../datasets/index.ts';
 import { BackendUnavailable, type BackendName } from '../models/backend.ts';
@@ -91,9 +92,10 @@ async function sweep(configArg: string, flags: SweepFlags): Promise<number> {
   const results = await run.runAll();
   if (interrupted) return new Promise(() => {}); // the signal handler exits
   await run.finish('finished');
-  console.log(`\n${config.name}: ρ = 1 − agreement with the target on ${config.dataset.evalSize} unseen MNIST test images`);
+  console.log(`\n${config.name}: ρ = 1 − agreement with the target on ${config.dataset.evalSize} unseen ${config.dataset.name === "mnist" ? "MNIST" : "Fashion-MNIST"} test images`);
   console.log(`backend ${run.env.backend.name}${run.env.backend.gpu ? ' (GPU)' : ''}\n`);
   console.log(formatSummary(results));
+  if (config.reference?.length) console.log(`\nbeside the published figures:\n${formatReferences(compareReferences(config.reference, results))}`);
   const failed = results.filter((r) => r.status === 'failed');
   console.log(`\nresults: ${run.files.dir}`);
   if (failed.length) {
