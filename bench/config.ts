@@ -14,7 +14,7 @@ export class ConfigError extends Error {
 }
 
 export const ATTACK_NAMES = [
-  'knockoff', 'distillation', 'copycat', 'jbda',
+  'knockoff', 'adaptive-knockoff', 'distillation', 'copycat', 'jbda',
   'active-random', 'active-uncertainty', 'active-margin', 'active-entropy', 'active-kcenter',
 ] as const;
 export const BACKEND_NAMES = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
