@@ -107,11 +107,12 @@ async function sweep(configArg: string, flags: SweepFlags): Promise<number> {
 
 const LISTS: Record<string, () => string[]> = {
   datasets: () => [...DATASETS],
-  pools: () => [...POOL_KINDS],
+  pools: () => [...POOL_KINDS, '{"path": "<IDX file or image folder>"}'],
   targets: () => [...TARGET_FAMILIES],
   attacks: () => Object.keys(ATTACKS),
   students: () => [...STUDENT_ARCHS],
-  disclosures: () => ['label', 'topK (e.g. top3)', 'probs', 'roundedN (e.g. rounded2)'],
+  disclosures: () => ['label', 'topK (e.g. top3)', 'probs', 'roundedN (e.g. rounded2)', 'leaf (tree targets)'],
+  tasks: () => ['digits', 'parity', 'ge5', 'one-vs-rest-D (D a digit)'],
   backends: () => [...BACKEND_NAMES],
   presets: presetNames,
 };
