@@ -2,11 +2,12 @@ import { ACTIVE_ATTACKS } from './active.ts';
 import { adaptiveKnockoff } from './adaptive.ts';
 import { copycat } from './copycat.ts';
 import { distillation } from './distillation.ts';
+import { equationSolving } from './equation-solving.ts';
 import { jbda } from './jbda.ts';
 import { knockoff } from './knockoff.ts';
 import type { Attack } from './types.ts';
 
-export const ATTACKS: Record<string, Attack> = { knockoff, 'adaptive-knockoff': adaptiveKnockoff, distillation, copycat, jbda, ...ACTIVE_ATTACKS };
+export const ATTACKS: Record<string, Attack> = { knockoff, 'adaptive-knockoff': adaptiveKnockoff, distillation, copycat, jbda, ...ACTIVE_ATTACKS, 'equation-solving': equationSolving };
 
 export function getAttack(name: string): Attack {
   const attack = ATTACKS[name];
