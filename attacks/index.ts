@@ -5,9 +5,10 @@ import { distillation } from './distillation.ts';
 import { equationSolving } from './equation-solving.ts';
 import { jbda } from './jbda.ts';
 import { knockoff } from './knockoff.ts';
+import { pathFinding } from './path-finding.ts';
 import type { Attack } from './types.ts';
 
-export const ATTACKS: Record<string, Attack> = { knockoff, 'adaptive-knockoff': adaptiveKnockoff, distillation, copycat, jbda, ...ACTIVE_ATTACKS, 'equation-solving': equationSolving };
+export const ATTACKS: Record<string, Attack> = { knockoff, 'adaptive-knockoff': adaptiveKnockoff, distillation, copycat, jbda, ...ACTIVE_ATTACKS, 'equation-solving': equationSolving, 'path-finding': pathFinding };
 
 export function getAttack(name: string): Attack {
   const attack = ATTACKS[name];
