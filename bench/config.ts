@@ -16,7 +16,7 @@ export class ConfigError extends Error {
 export const ATTACK_NAMES = [
   'knockoff', 'adaptive-knockoff', 'distillation', 'copycat', 'jbda',
   'active-random', 'active-uncertainty', 'active-margin', 'active-entropy', 'active-kcenter',
-  'equation-solving', 'path-finding',
+  'equation-solving', 'path-finding', 'lowd-meek', 'adaptive-retraining', 'uniform-retraining',
 ] as const;
 export const BACKEND_NAMES = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
 export const TRANSPORTS = ['inprocess', 'http'] as const;

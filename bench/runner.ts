@@ -103,6 +103,7 @@ export async function runCell(env: SweepEnv, cell: Cell, onStep?: Progress['cell
     const student: StudentSpec = lookup(env.config.students, (s) => s.arch, cell.student, 'student');
     const pool = env.pools.get(poolKey(side.pool));
     if (!pool) throw new Error(`no pool ${poolKey(side.pool)} was loaded`);
+    if (side.disclosure.kind === 'leaf' && !target.leafIds) throw new NotApplicable(`leaf answers need a tree target; ${target.id} is a ${target.family}`);
     oracle = env.transport.oracle(target, side, cell.budget);
     const imitation = await getAttack(cell.attack).run({
       oracle,
