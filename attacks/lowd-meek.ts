@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { argmaxRows } from '../bench/metric.ts';
 import { rng, sampleIndices } from '../models/seed.ts';
 import type { Imitation } from '../models/types.ts';
 import { NotApplicable, type Attack, type AttackContext } from './types.ts';
@@ -82,15 +83,8 @@ class Labeller {
   }
 
   async labels(x: Float64Array, n: number): Promise<Int32Array> {
-    const k = this.ctx.oracle.classes;
     const { y } = await this.ctx.oracle.query64(x, n);
-    const out = new Int32Array(n);
-    for (let r = 0; r < n; r++) {
-      let best = 0;
-      for (let c = 1; c < k; c++) if (y[r * k + c] > y[r * k + best]) best = c;
-      out[r] = best;
-    }
-    return out;
+    return argmaxRows(y, this.ctx.oracle.classes);
   }
 }
 

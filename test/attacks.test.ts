@@ -21,7 +21,7 @@ import type { Target } from '../models/types.ts';
 import { disclose } from '../serve/disclosure.ts';
 import { InProcessOracle } from '../serve/oracle.ts';
 import type { Disclosure } from '../serve/types.ts';
-import { smallMnist, TEST_CACHE } from './helpers.ts';
+import { rejection, smallMnist, TEST_CACHE } from './helpers.ts';
 
 let ds: Dataset;
 let target: Target;
@@ -62,15 +62,6 @@ async function rhoOf(attack: string, ctx: AttackContext): Promise<number> {
   assert.is(tf.memory().numTensors, before, `${attack}: tensors left behind`);
   assert.ok(ctx.oracle.spent <= ctx.oracle.budget, `${attack} spent ${ctx.oracle.spent} of ${ctx.oracle.budget}`);
   return rho;
-}
-
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error('expected a rejection');
 }
 
 test('the transfer set: distinct seeded pool rows, batched, answers as the API gave them, never past the budget', async () => {

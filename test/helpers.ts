@@ -10,3 +10,13 @@ export const TEST_CACHE = process.env.RHOBENCH_TEST_CACHE ?? join(tmpdir(), 'rho
 export function smallMnist(seed = 3): Promise<Dataset> {
   return loadDataset({ name: 'mnist', trainSize: 2000, poolSize: 2000, evalSize: 1000, seed }, TEST_CACHE);
 }
+
+/** The error a promise rejects with (uvu has no assert.rejects); throws if it resolves. */
+export async function rejection(p: Promise<unknown>): Promise<Error> {
+  try {
+    await p;
+  } catch (err) {
+    return err as Error;
+  }
+  throw new Error('expected a rejection');
+}

@@ -14,7 +14,7 @@ import { fitLinearSvm, linearParamsOf, type LinearSvmParams } from '../models/ta
 import type { ModelClass, Target } from '../models/types.ts';
 import { InProcessOracle } from '../serve/oracle.ts';
 import type { Disclosure } from '../serve/types.ts';
-import { smallMnist, TEST_CACHE } from './helpers.ts';
+import { rejection, smallMnist, TEST_CACHE } from './helpers.ts';
 
 const shape: [number, number, number] = [28, 28, 1];
 const D = 784;
@@ -65,15 +65,6 @@ async function rhoOf(attack: Attack, target: Target, ctx: AttackContext): Promis
   assert.is(tf.memory().numTensors, before, `${attack.name}: tensors left behind`);
   assert.ok(ctx.oracle.spent <= ctx.oracle.budget, `${attack.name} spent ${ctx.oracle.spent} of ${ctx.oracle.budget}`);
   return rho;
-}
-
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error('expected a rejection');
 }
 
 function cosine(a: Float64Array, b: Float64Array): number {

@@ -6,6 +6,7 @@ import type { Target } from '../models/types.ts';
 import { describeDisclosure, disclose, disclose64, givesProbabilities } from '../serve/disclosure.ts';
 import { InProcessOracle } from '../serve/oracle.ts';
 import { BudgetExceeded, type Disclosure } from '../serve/types.ts';
+import { rejection } from './helpers.ts';
 
 // Rows with different winners, so a batch-wide argmax would show up.
 const P = [
@@ -231,16 +232,10 @@ test('the oracle refuses a bad budget or disclosure when built', () => {
   target.dispose();
 });
 
-/** uvu has no assert.rejects: the promise must reject with an error matching `expected`. */
 async function rejects(promise: Promise<unknown>, expected: RegExp | (new (...args: never[]) => Error)): Promise<void> {
-  try {
-    await promise;
-  } catch (err) {
-    if (expected instanceof RegExp) assert.match((err as Error).message, expected);
-    else assert.instance(err, expected);
-    return;
-  }
-  assert.unreachable(`resolved; expected a rejection matching ${String(expected)}`);
+  const err = await rejection(promise);
+  if (expected instanceof RegExp) assert.match(err.message, expected);
+  else assert.instance(err, expected);
 }
 
 const ALL: Disclosure[] = [{ kind: 'label' }, { kind: 'leaf' }, { kind: 'topk', k: 2 }, { kind: 'probs' }, { kind: 'rounded', decimals: 1 }, { kind: 'rounded', decimals: 0 }];

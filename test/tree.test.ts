@@ -19,7 +19,7 @@ import { hashKey } from '../serve/keys.ts';
 import { InProcessOracle } from '../serve/oracle.ts';
 import { startServer } from '../serve/server.ts';
 import type { Disclosure, Oracle } from '../serve/types.ts';
-import { smallMnist, TEST_CACHE } from './helpers.ts';
+import { rejection, smallMnist, TEST_CACHE } from './helpers.ts';
 
 // ml-cart's training time grows as rows², so the suite's tree learns from 300 rows (~10 s once, then cached).
 const SPEC: TreeSpec = { id: 'tree', family: 'tree', trainSize: 300, maxDepth: 8, minNumSamples: 5, seed: 1 };
@@ -82,15 +82,6 @@ const frequencies = (t: TreeModel, node: number) => {
   const total = c.reduce((a, b) => a + b, 0);
   return c.map((v) => v / total);
 };
-
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  try {
-    await p;
-  } catch (err) {
-    return err as Error;
-  }
-  throw new Error('expected a rejection');
-}
 
 test('the tree target: a CART tree on real MNIST, leaf ids on the path predictProba64 takes, float32 = float64 rounded', () => {
   console.log(`    tree (${SPEC.trainSize} rows, maxDepth ${SPEC.maxDepth}): ${nodeCount(tree)} nodes, ${leafCount(tree)} leaves, eval accuracy ${target.testAccuracy.toFixed(3)}`);

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
+import { argmaxRows } from '../../bench/metric.ts';
 import type { TaskName } from '../../datasets/tasks.ts';
 import type { Split } from '../../datasets/types.ts';
 import type { Target } from '../types.ts';
@@ -164,17 +165,6 @@ export function predictTree(tree: TreeModel, x: Float64Array, n: number): Float6
     let total = 0;
     for (let c = 0; c < classes; c++) total += tree.counts[node * classes + c];
     for (let c = 0; c < classes; c++) out[r * classes + c] = total > 0 ? tree.counts[node * classes + c] / total : 1 / classes;
-  }
-  return out;
-}
-
-function argmaxRows(p: Float64Array, classes: number): Int32Array {
-  const n = p.length / classes;
-  const out = new Int32Array(n);
-  for (let r = 0; r < n; r++) {
-    let best = 0;
-    for (let c = 1; c < classes; c++) if (p[r * classes + c] > p[r * classes + best]) best = c;
-    out[r] = best;
   }
   return out;
 }
