@@ -143,4 +143,34 @@ test('a sweep can use an API that is already running, after checking each key ag
   }
 });
 
+test('exact attacks in a sweep: the runner passes the model class only when it is known, and scores binary tasks on their own labels', async () => {
+  const exact = parseSweepConfig({
+    name: 'exact',
+    dataset: { name: 'mnist', trainSize: 2000, poolSize: 1000, evalSize: 500, seed: 3 },
+    targets: [{ id: 'lr', family: 'logreg', task: 'ge5', trainSize: 2000 }],
+    attacks: ['equation-solving', 'path-finding'],
+    students: [{ arch: 'mlp', epochs: 1, batchSize: 32, lr: 0.003 }],
+    side: [
+      { name: 'probs+known', pool: 'same', disclosure: 'probs', architecture: 'known' },
+      { name: 'probs', pool: 'same', disclosure: 'probs' },
+      { name: 'leaf+known', pool: 'same', disclosure: 'leaf', architecture: 'known' },
+    ],
+    budgets: [785],
+    reference: [{ target: 'lr', attack: 'equation-solving', side: 'probs+known', budget: 785, metric: 'queries', value: 785, source: 'Tramèr et al. 2016' }],
+    backend: 'wasm',
+  });
+  const run = await runSweep(exact, { resultsDir, cacheDir, runId: 'exact-run' });
+  const cell = (attack: string, side: string) => run.results.find((r) => r.attack === attack && r.side === side)!;
+  const solved = cell('equation-solving', 'probs+known');
+  assert.is(solved.status, 'ok', solved.error);
+  assert.is(solved.rho, 0);
+  assert.is(solved.queries, 785);
+  assert.ok(solved.targetAccuracy > 0.7 && solved.studentAccuracy === solved.targetAccuracy, 'accuracy on the ge5 labels, and the copy is exact');
+  assert.is(cell('equation-solving', 'probs').status, 'not-applicable', 'architecture unknown');
+  assert.match(cell('equation-solving', 'leaf+known').error!, /leaf answers need a tree target; lr is a logreg/);
+  assert.is(cell('path-finding', 'probs+known').status, 'not-applicable');
+  const reference = JSON.parse(readFileSync(join(resultsDir, 'exact-run', 'reference.json'), 'utf8'));
+  assert.equal([reference[0].ours, reference[0].value, reference[0].seeds], [785, 785, 1]);
+});
+
 test.run();
