@@ -61,10 +61,7 @@ export function makeJbda(opts: JbdaOptions = {}): Attack {
           const remaining = ctx.oracle.budget - ctx.oracle.spent;
           if (remaining <= 0) break;
           const step = Math.floor(round / Math.max(tau, 1)) % 2 === 1 && tau > 0 ? -lambda : lambda;
-          const fresh = tf.tidy(() => {
-            const moved = jacobianStep(model, x, y, step);
-            return remaining < moved.shape[0] ? moved.slice(0, remaining) : moved;
-          });
+          const fresh = stepInSlices(model, x, y, step, Math.min(remaining, x.shape[0]));
           let answers: tf.Tensor2D;
           try {
             answers = hardLabelsOf(await ctx.oracle.query(fresh));
@@ -90,6 +87,24 @@ export function makeJbda(opts: JbdaOptions = {}): Attack {
       return asImitation(model);
     },
   };
+}
+
+/**
+ * jacobianStep on the first `rows` rows, a slice at a time: the gradient of a whole set at once
+ * holds every activation of every row, which for tens of thousands of images overruns the wasm
+ * heap (4 GB) long before the set itself does.
+ */
+export function stepInSlices(model: tf.LayersModel, x: tf.Tensor, y: tf.Tensor2D, lambda: number, rows: number, slice = 512): tf.Tensor {
+  const parts: tf.Tensor[] = [];
+  try {
+    for (let start = 0; start < rows; start += slice) {
+      const size = Math.min(slice, rows - start);
+      parts.push(tf.tidy(() => jacobianStep(model, x.slice(start, size), y.slice(start, size), lambda)));
+    }
+    return parts.length === 1 ? parts[0] : tf.concat(parts);
+  } finally {
+    if (parts.length > 1) tf.dispose(parts);
+  }
 }
 
 function hardLabelsOf(answer: tf.Tensor2D): tf.Tensor2D {

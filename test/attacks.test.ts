@@ -5,7 +5,7 @@ import { makeDistillation } from '../attacks/distillation.ts';
 import { ATTACKS, getAttack } from '../attacks/index.ts';
 import { ATTACK_NAMES } from '../bench/config.ts';
 import { select } from '../attacks/active.ts';
-import { jacobianStep } from '../attacks/jbda.ts';
+import { jacobianStep, stepInSlices } from '../attacks/jbda.ts';
 import { buildTransferSet, studentArch } from '../attacks/transfer.ts';
 import { NotApplicable, type AttackContext, type SideInfo } from '../attacks/types.ts';
 import { scoreImitation } from '../bench/score.ts';
@@ -185,8 +185,15 @@ test('a Jacobian step moves each row by λ along the sign of its own label\'s gr
   moved.forEach((row, r) => row.forEach((v, j) => assert.ok(Math.abs(v - expected[r][j]) < 1e-6, `row ${r} col ${j}: ${v}`)));
   const clipped = jacobianStep(model, tf.tensor2d([[0.98, 0.01, 0.5, 0.5]]), tf.tensor2d([[1, 0, 0]]), 0.1).arraySync() as number[][];
   assert.ok(Math.abs(clipped[0][0] - 1) < 1e-6 && Math.abs(clipped[0][1]) < 1e-6, 'clipped to the input range');
+  // In slices (as jbda steps large sets) the first `rows` rows move exactly as in one piece.
+  const many = tf.randomUniform([20, 4], 0, 1, 'float32', 7);
+  const manyLabels = tf.oneHot(tf.tensor1d(Array.from({ length: 20 }, (_, i) => i % 3), 'int32'), 3).toFloat() as tf.Tensor2D;
+  const whole = jacobianStep(model, many, manyLabels, 0.1);
+  const sliced = stepInSlices(model, many, manyLabels, 0.1, 17, 5);
+  assert.equal(sliced.shape, [17, 4]);
+  assert.equal(sliced.arraySync(), whole.slice(0, 17).arraySync());
   model.dispose();
-  tf.dispose([x, labels]);
+  tf.dispose([x, labels, many, manyLabels, whole, sliced]);
 });
 
 test('jbda doubles a small seed set with augmented points, spends its budget exactly and imitates from labels', async () => {
