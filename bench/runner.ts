@@ -83,6 +83,12 @@ function lookup<T>(items: T[], pick: (t: T) => string, name: string, what: strin
   return found;
 }
 
+/**
+ * Marks a cell whose error came from inside the wasm module (out-of-bounds memory, say): the heap
+ * is damaged then, and every later cell in this process would fail too.
+ */
+export const BACKEND_CRASH = 'backend crashed';
+
 /** Runs one cell: build the oracle, let the attack spend its budget, score the imitation. Never throws. */
 export async function runCell(env: SweepEnv, cell: Cell, onStep?: Progress['cellStep']): Promise<CellResult> {
   const started = performance.now();
@@ -125,12 +131,13 @@ export async function runCell(env: SweepEnv, cell: Cell, onStep?: Progress['cell
     }
   } catch (err) {
     const status = err instanceof NotApplicable ? 'not-applicable' : 'failed';
+    const message = err instanceof Error ? err.message : String(err);
     return {
       ...base,
       status,
       queries: oracle?.spent ?? 0,
       seconds: (performance.now() - started) / 1000,
-      error: err instanceof Error ? err.message : String(err),
+      error: err instanceof WebAssembly.RuntimeError ? `${BACKEND_CRASH}: ${message}` : message,
     };
   }
 }
@@ -154,6 +161,8 @@ export class SweepRun {
   readonly results: CellResult[] = [];
   readonly cells: Cell[];
   private stopped = false;
+  /** Set when the backend crashed and the remaining cells were not run. */
+  crashed = false;
 
   private constructor(
     readonly env: SweepEnv,
@@ -199,6 +208,11 @@ export class SweepRun {
           this.results.push(result);
           await this.files.appendCell(result);
           this.progress.cellEnd(index, total, result);
+          if (result.error?.startsWith(BACKEND_CRASH)) {
+            this.stopped = true;
+            this.crashed = true;
+            this.progress.log(`the ${this.env.backend.name} backend crashed in cell ${index + 1} (${result.error}); the cells not yet run are left out, since each would fail on the damaged heap. Finished cells are kept in ${this.files.dir}`);
+          }
         }),
       ),
     );

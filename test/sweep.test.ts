@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { ATTACKS } from '../attacks/index.ts';
 import { ConfigError, parseSweepConfig } from '../bench/config.ts';
 import { hashKey } from '../serve/keys.ts';
 import { startServer } from '../serve/server.ts';
@@ -171,6 +172,32 @@ test('exact attacks in a sweep: the runner passes the model class only when it i
   assert.is(cell('path-finding', 'probs+known').status, 'not-applicable');
   const reference = JSON.parse(readFileSync(join(resultsDir, 'exact-run', 'reference.json'), 'utf8'));
   assert.equal([reference[0].ours, reference[0].value, reference[0].seeds], [785, 785, 1]);
+});
+
+test('a crash inside the wasm module stops the sweep: finished cells are kept, the rest are not run on a damaged heap', async () => {
+  ATTACKS['crash-test'] = {
+    name: 'crash-test',
+    run: async () => {
+      throw new WebAssembly.RuntimeError('memory access out of bounds');
+    },
+  };
+  try {
+    // Parsed as valid, then pointed at the crashing attack (configs may only name real ones).
+    const crashing = { ...config, attacks: ['knockoff', 'crash-test', 'distillation'] as typeof config.attacks, budgets: [100] };
+    const run = await runSweep(crashing, { resultsDir, cacheDir, runId: 'crash-run' });
+    assert.ok(run.crashed);
+    const [first, second] = run.results;
+    assert.is(first.status, 'ok');
+    assert.is(second.status, 'failed');
+    assert.match(second.error!, /^backend crashed: memory access out of bounds/);
+    assert.is(run.results.length, 2, 'no cell ran after the crash');
+    const cells = readFileSync(join(resultsDir, 'crash-run', 'cells.jsonl'), 'utf8').trim().split('\n');
+    assert.is(cells.length, 2);
+    const manifest = JSON.parse(readFileSync(join(resultsDir, 'crash-run', 'manifest.json'), 'utf8'));
+    assert.equal(manifest.cells, { total: expandCells(crashing).length, ok: 1, notApplicable: 0, failed: 1 });
+  } finally {
+    delete ATTACKS['crash-test'];
+  }
 });
 
 test.run();
