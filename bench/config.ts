@@ -169,7 +169,8 @@ export const sweepSchema = z
     }
   });
 
-function defaultTargetId(family: string, index: number, all: { family: string }[]): string {
+/** A target's id when its spec gives none: the family, or family-index when a family repeats (serve configs use it too). */
+export function defaultTargetId(family: string, index: number, all: { family: string }[]): string {
   return all.filter((t) => t.family === family).length > 1 ? `${family}-${index}` : family;
 }
 

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
-import { ConfigError, DISCLOSURE_HELP, parseDisclosure, sweepSchema } from '../bench/config.ts';
+import { ConfigError, defaultTargetId, DISCLOSURE_HELP, parseDisclosure, sweepSchema } from '../bench/config.ts';
 import type { TargetSpec } from '../models/types.ts';
 import type { ApiKey } from './keys.ts';
 
@@ -68,11 +68,6 @@ export const serveSchema = z
       }
     }
   });
-
-/** The same default ids as sweep configs: the family, or family-index when a family repeats. */
-function defaultTargetId(family: string, index: number, all: { family: string }[]): string {
-  return all.filter((t) => t.family === family).length > 1 ? `${family}-${index}` : family;
-}
 
 type Parsed = z.output<typeof serveSchema>;
 export type ServeConfig = Omit<Parsed, 'targets' | 'keys'> & { targets: TargetSpec[]; keys: ApiKey[] };

@@ -1,7 +1,7 @@
-import * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import type { TaskName } from '../../datasets/tasks.ts';
 import type { Split } from '../../datasets/types.ts';
+import { bytesF64, f64Bytes, float32Proba } from '../linear64.ts';
 import { rng, shuffleInPlace } from '../seed.ts';
 import type { Target } from '../types.ts';
 import { baseFields, count, type FamilyModule } from './family.ts';
@@ -212,23 +212,9 @@ export function linearSvmTarget(id: string, p: LinearSvmParams, inputShape: [num
     testAccuracy,
     linear: p,
     predictProba64,
-    predictProba: (x) => {
-      const n = x.shape[0];
-      return tf.tensor2d(Float32Array.from(predictProba64(Float64Array.from(x.dataSync()), n)), [n, classes]);
-    },
+    predictProba: float32Proba(predictProba64, classes),
     dispose: () => {},
   };
-}
-
-/** Raw little-endian float64 bytes (copied out of a view, so the result is whole and aligned). */
-function f64Bytes(a: Float64Array): Uint8Array {
-  return new Uint8Array(a.buffer.slice(a.byteOffset, a.byteOffset + a.byteLength));
-}
-
-function bytesF64(b: Uint8Array | undefined, what: string): Float64Array {
-  if (b === undefined) throw new Error(`cache entry lacks ${what}`);
-  if (b.byteLength % 8) throw new Error(`cache file ${what} has ${b.byteLength} bytes, not a whole number of float64s`);
-  return new Float64Array(b.slice().buffer);
 }
 
 export const linearSvmSchema = z.strictObject({

@@ -1,9 +1,9 @@
 import { createRequire } from 'node:module';
-import * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import { argmaxRows } from '../../bench/metric.ts';
 import type { TaskName } from '../../datasets/tasks.ts';
 import type { Split } from '../../datasets/types.ts';
+import { float32Proba } from '../linear64.ts';
 import type { Target } from '../types.ts';
 import { baseFields, count, type FamilyModule } from './family.ts';
 
@@ -197,11 +197,7 @@ export function treeTarget(id: string, tree: TreeModel, inputShape: [number, num
       return out;
     },
     // The float64 answer rounded once to float32: the two paths never disagree on a class.
-    predictProba(x) {
-      const n = x.shape[0];
-      const p = predictProba64(Float64Array.from(x.dataSync()), n);
-      return tf.tensor2d(Float32Array.from(p), [n, tree.classes]);
-    },
+    predictProba: float32Proba(predictProba64, tree.classes),
     dispose() {},
   };
 }
