@@ -57,16 +57,11 @@ export interface Manifest {
   cells: { total: number; ok: number; notApplicable: number; failed: number };
 }
 
-export function baseManifest(runId: string, config: SweepConfig, backend: BackendInfo): Manifest {
+/** What produced a result: versions, commit and machine. Shared by sweep and experiment manifests. */
+export function provenance(): Pick<Manifest, 'rhobench' | 'packages' | 'gitCommit' | 'machine'> {
   const cpu = cpus();
   return {
     rhobench: JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')).version,
-    runId,
-    status: 'running',
-    startedAt: new Date().toISOString(),
-    config,
-    backend,
-    targets: [],
     packages: Object.fromEntries(TRACKED_PACKAGES.map((p) => [p, packageVersion(p)])),
     gitCommit: gitCommit(),
     machine: {
@@ -78,6 +73,22 @@ export function baseManifest(runId: string, config: SweepConfig, backend: Backen
       memoryGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
       node: process.version,
     },
+  };
+}
+
+export function baseManifest(runId: string, config: SweepConfig, backend: BackendInfo): Manifest {
+  const { rhobench, packages, gitCommit, machine } = provenance();
+  return {
+    rhobench,
+    runId,
+    status: 'running',
+    startedAt: new Date().toISOString(),
+    config,
+    backend,
+    targets: [],
+    packages,
+    gitCommit,
+    machine,
     cells: { total: 0, ok: 0, notApplicable: 0, failed: 0 },
   };
 }

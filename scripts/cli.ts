@@ -1,4 +1,4 @@
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ATTACKS } from '../attacks/index.ts';
@@ -8,6 +8,8 @@ import { createProgress } from '../bench/progress.ts';
 import { SweepRun } from '../bench/runner.ts';
 import { compareReferences, formatReferences } from '../bench/reference.ts';
 import { formatSummary } from '../bench/table.ts';
+import { EXPERIMENTS } from '../bench/experiments/index.ts';
+import { isExperimentConfig, loadExperimentConfig, runExperiment } from '../bench/experiments/run.ts';
 import { DATASETS, DatasetError, POOL_KINDS } from '../datasets/index.ts';
 import { BackendUnavailable, type BackendName } from '../models/backend.ts';
 import { TARGET_FAMILIES } from '../models/targets/index.ts';
@@ -34,6 +36,14 @@ function resolveConfigPath(arg: string): string {
   throw new ConfigError(`no config file "${arg}" and no preset of that name (presets: ${presetNames().join(', ')})`);
 }
 
+function readJson(path: string): unknown {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new ConfigError(`${path}: ${(err as Error).message}`);
+  }
+}
+
 function intList(value: string): number[] {
   const items = value.split(',').map((s) => Number(s.trim()));
   if (!items.length || items.some((n) => !Number.isInteger(n) || n < 0)) {
@@ -58,8 +68,28 @@ interface SweepFlags {
   transport?: SweepConfig['transport'];
 }
 
+/** Presets that name an experiment (learning services) run it instead of a targets × attacks grid. */
+async function experiment(path: string, flags: SweepFlags): Promise<number> {
+  const unused = (['budgets', 'backend', 'concurrency', 'transport'] as const).filter((f) => flags[f] !== undefined);
+  if (unused.length) throw new ConfigError(`${path} runs an experiment; --${unused.join(', --')} apply to sweeps only`);
+  const config = await loadExperimentConfig(path, { seeds: flags.seeds });
+  const log = (line: string) => console.error(`[${config.name}] ${line}`);
+  log(`${config.experiment.name}: ${config.experiment.description}`);
+  let result;
+  try {
+    result = await runExperiment(config, { resultsDir: flags.results ?? join(REPO_ROOT, 'results'), runId: flags.runId, log });
+  } catch (err) {
+    console.error(`rhobench: experiment ${config.experiment.name} failed: ${(err as Error)?.stack ?? err}`);
+    return EXIT.cellsFailed;
+  }
+  console.log(`\n${config.name}\n${result.summary.join('\n')}`);
+  console.log(`\nresults: ${result.dir}`);
+  return EXIT.ok;
+}
+
 async function sweep(configArg: string, flags: SweepFlags): Promise<number> {
   const path = resolveConfigPath(configArg);
+  if (isExperimentConfig(readJson(path))) return experiment(path, flags);
   const loaded = await loadSweepConfig(path);
   const config: SweepConfig = {
     ...loaded,
@@ -114,6 +144,7 @@ const LISTS: Record<string, () => string[]> = {
   disclosures: () => ['label', 'topK (e.g. top3)', 'probs', 'roundedN (e.g. rounded2)', 'leaf (tree targets)'],
   tasks: () => ['digits', 'parity', 'ge5', 'one-vs-rest-D (D a digit)'],
   backends: () => [...BACKEND_NAMES],
+  experiments: () => Object.values(EXPERIMENTS).map((e) => `${e.name}: ${e.description}`),
   presets: presetNames,
 };
 

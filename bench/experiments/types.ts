@@ -24,5 +24,10 @@ export interface Experiment<C = unknown> {
   name: string;
   description: string;
   schema: z.ZodType<C>;
+  /**
+   * How rows become ρ curves: rows with a numeric `rho` grouped by the `by` columns, one point per
+   * value of `x`, mean and interval over seeds. Experiments without ρ rows leave it out.
+   */
+  curves?: { x: string; by: string[] };
   run(params: C, ctx: ExperimentContext): Promise<ExperimentResult>;
 }
