@@ -10,6 +10,7 @@ import { answerRows64 } from './oracle.ts';
 import { allowsModel, bearerToken, KeyRing, type ApiKey } from './keys.ts';
 import { Ledger } from './ledger.ts';
 import { TokenBucket } from './rate-limit.ts';
+import { HttpError, readBody } from './http.ts';
 import { BINARY_TYPE, CLASSES_HEADER, decodeF32, encodeF32, firstNonFinite, JSON_TYPE, mediaType, ROWS_HEADER } from './wire.ts';
 
 export interface ServerOptions {
@@ -33,17 +34,6 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** A refusal with its status; `body` fields join `error` in the JSON answer. */
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-    readonly body: Record<string, unknown> = {},
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(message);
-  }
-}
 
 interface Batch {
   /** float64 for JSON rows bound for a target that computes in float64 (NaN = missing); float32 otherwise. */
@@ -60,32 +50,6 @@ function sendJson(res: ServerResponse, status: number, value: unknown, headers: 
   res.end(body);
 }
 
-/** The body, refused with 413 as soon as it passes `limit` bytes. */
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let done = false;
-    req.on('data', (chunk: Buffer) => {
-      if (done) return;
-      size += chunk.length;
-      if (size > limit) {
-        done = true;
-        reject(new HttpError(413, `request body is over the limit of ${limit} bytes`, {}, { connection: 'close' }));
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('end', () => {
-      if (!done) resolve(Buffer.concat(chunks, size));
-      done = true;
-    });
-    req.on('error', (err) => {
-      if (!done) reject(err);
-      done = true;
-    });
-  });
-}
 
 /**
  * JSON rows. For a target that computes in float64 the values are kept as JSON gives them, and

@@ -84,6 +84,7 @@ const RELEASES: readonly Release[] = ['fitted', 'handle', 'params'];
 export class TrainingService implements TrainingApi {
   readonly learnerTask: Learner['task'];
   private readonly caps: TrainingCaps;
+  private readonly folds: number;
   private readonly models = new Map<string, Fitted>();
   private fits = 0;
   private rows = 0;
@@ -97,6 +98,9 @@ export class TrainingService implements TrainingApi {
     if (protocol !== 'I' && protocol !== 'II') throw new Error(`unknown protocol "${protocol}" (I or II)`);
     if (protocol === 'I' && lambdas.length === 0) throw new Error('Protocol I needs a λ grid to cross-validate');
     for (const r of releases) if (!RELEASES.includes(r)) throw new Error(`unknown release "${r}" (${RELEASES.join(', ')})`);
+    this.folds = options.folds ?? 5;
+    if (protocol === 'I' && (!Number.isInteger(this.folds) || this.folds < 2)) throw new Error(`folds must be an integer ≥ 2, got ${options.folds}`);
+    if (protocol === 'I' && data && data.n < this.folds) throw new Error(`Protocol I: ${this.folds}-fold cross-validation needs at least ${this.folds} private rows, got ${data.n}`);
     this.caps = { fits: options.caps?.fits ?? Infinity, rows: options.caps?.rows ?? Infinity };
     this.learnerTask = options.learner.task;
   }
@@ -120,13 +124,17 @@ export class TrainingService implements TrainingApi {
     if (protocol === 'II' && !(typeof request.lambda === 'number' && request.lambda >= 0 && Number.isFinite(request.lambda))) {
       throw new TrainingApiError(400, 'Protocol II: send λ, a finite number ≥ 0');
     }
+    // Checked before the fit is counted: too few rows to cross-validate is the caller's mistake, not a spent fit.
+    if (protocol === 'I' && rows.n < this.folds) {
+      throw new TrainingApiError(400, `Protocol I: ${this.folds}-fold cross-validation needs at least ${this.folds} rows, got ${rows.n}`);
+    }
     if (this.fits + 1 > this.caps.fits) throw new TrainingApiError(429, `Stage I cap reached: ${this.caps.fits} fits (k₁)`);
     this.fits++;
 
     const started = performance.now();
     let fitted: Fitted;
     if (protocol === 'I') {
-      const result = providerFit(learner, rows, y, lambdas, { folds: this.options.folds, seed: this.options.seed });
+      const result = providerFit(learner, rows, y, lambdas, { folds: this.folds, seed: this.options.seed });
       fitted = result.fitted;
       this.providerFits += result.fits;
     } else {
