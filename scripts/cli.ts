@@ -40,7 +40,7 @@ function readJson(path: string): unknown {
   try {
     return JSON.parse(readFileSync(path, 'utf8'));
   } catch (err) {
-    throw new ConfigError(`${path}: ${(err as Error).message}`);
+    throw new ConfigError(`${path} is not valid JSON: ${(err as Error).message}`);
   }
 }
 
@@ -144,7 +144,7 @@ const LISTS: Record<string, () => string[]> = {
   disclosures: () => ['label', 'topK (e.g. top3)', 'probs', 'roundedN (e.g. rounded2)', 'leaf (tree targets)'],
   tasks: () => ['digits', 'parity', 'ge5', 'one-vs-rest-D (D a digit)'],
   backends: () => [...BACKEND_NAMES],
-  experiments: () => Object.values(EXPERIMENTS).map((e) => `${e.name}: ${e.description}`),
+  experiments: () => Object.keys(EXPERIMENTS),
   presets: presetNames,
 };
 
@@ -155,7 +155,8 @@ function list(what?: string): number {
   }
   for (const [name, items] of Object.entries(LISTS)) {
     if (what && name !== what) continue;
-    console.log(what ? items().join('\n') : `${name}: ${items().join(', ')}`);
+    if (what === 'experiments') console.log(Object.values(EXPERIMENTS).map((e) => `${e.name}\n  ${e.description}`).join('\n'));
+    else console.log(what ? items().join('\n') : `${name}: ${items().join(', ')}`);
   }
   return EXIT.ok;
 }

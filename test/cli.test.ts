@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
@@ -25,6 +25,31 @@ test('list names the attacks, students and presets', () => {
   const one = rhobench('list', 'targets');
   assert.equal(one.out.trim().split('\n'), ['cnn', 'svm', 'naive-bayes', 'logreg', 'mlp', 'tree', 'linear-svm']);
   assert.is(rhobench('list', 'nonsense').code, 2);
+});
+
+test('an experiment preset runs through sweep and writes its record; bad params exit 2 naming the field', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rho-cli-'));
+  const path = join(dir, 'steal.json');
+  const params = { learners: ['ridge', 'krr'], lambdas: [0.1, 10], seeds: [1], data: { regression: { n: 60, d: 4 }, classification: { n: 60, d: 3 } } };
+  writeFileSync(path, JSON.stringify({ experiment: 'hyperparameter-stealing', name: 'steal-tiny', params }));
+  const r = rhobench('sweep', path, '--results', dir, '--run-id', 'steal');
+  assert.is(r.code, 0, r.err);
+  assert.match(r.out, /ridge: median [0-9.e+-]+, max/);
+  const record = JSON.parse(readFileSync(join(dir, 'steal', 'experiment.json'), 'utf8'));
+  assert.is(record.status, 'finished');
+  assert.is(record.rows.length, 4);
+  for (const row of record.rows) assert.ok(row.relError < 1e-6, `${row.learner} λ=${row.lambda}: ${row.relError}`);
+  assert.ok(existsSync(join(dir, 'steal', 'rows.csv')));
+
+  writeFileSync(path, JSON.stringify({ experiment: 'hyperparameter-stealing', params: { ...params, lambdas: [-1] } }));
+  const bad = rhobench('sweep', path, '--results', dir);
+  assert.is(bad.code, 2);
+  assert.match(bad.err, /lambdas/);
+  const flags = rhobench('sweep', 'wang2018-hyperparameters', '--budgets', '10', '--results', dir);
+  assert.is(flags.code, 2);
+  assert.match(flags.err, /--budgets apply to sweeps only/);
+  const listed = rhobench('list', 'experiments');
+  assert.match(listed.out, /^hyperparameter-stealing\n {2}\S/m);
 });
 
 test('a bad config exits 2 naming the field, before any work', () => {
