@@ -95,6 +95,7 @@ export async function runCell(env: SweepEnv, cell: Cell, onStep?: Progress['cell
   const target = env.targets.get(cell.target);
   const base = {
     ...cell,
+    task: target?.task ?? 'digits',
     rho: null,
     agreement: null,
     studentAccuracy: null,
@@ -229,7 +230,7 @@ export class SweepRun {
     this.manifest.status = status;
     this.manifest.finishedAt = new Date().toISOString();
     this.manifest.cells = { total: this.cells.length, ok: count('ok'), notApplicable: count('not-applicable'), failed: count('failed') };
-    await this.files.writeAggregates(this.results);
+    await this.files.writeAggregates(this.results, { taskSets: this.env.config.taskSets, epsilons: this.env.config.epsilons });
     if (this.env.config.reference) {
       await writeAtomic(join(this.files.dir, 'reference.json'), `${JSON.stringify(compareReferences(this.env.config.reference, this.results), null, 2)}\n`);
     }

@@ -1,10 +1,11 @@
 import { appendFile, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { toCurves } from './aggregate.ts';
+import { toCurves, toEpsDelta, toTaskCurves, type TaskCurve, type TaskGroup } from './aggregate.ts';
+import { DEFAULT_EPSILONS } from './privacy.ts';
 import type { CellResult } from './types.ts';
 
 export const CSV_COLUMNS = [
-  'target', 'attack', 'student', 'side', 'budget', 'seed', 'status', 'rho', 'agreement',
+  'target', 'task', 'attack', 'student', 'side', 'budget', 'seed', 'status', 'rho', 'agreement',
   'studentAccuracy', 'targetAccuracy', 'queries', 'seconds', 'backend', 'gpu', 'error',
 ] as const satisfies readonly (keyof CellResult)[];
 
@@ -14,11 +15,36 @@ function csvField(value: unknown): string {
   return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
-/** Tidy CSV: one row per cell, one column per field (pandas, R and spreadsheets read it as is). */
-export function toCsv(results: CellResult[]): string {
-  const lines = [CSV_COLUMNS.join(',')];
-  for (const r of results) lines.push(CSV_COLUMNS.map((c) => csvField(r[c])).join(','));
+/** Tidy CSV: one row per record, one column per named field (pandas, R and spreadsheets read it as is). */
+export function tableCsv<T extends object>(rows: readonly T[], columns: readonly (keyof T & string)[]): string {
+  const lines = [columns.join(',')];
+  for (const r of rows) lines.push(columns.map((c) => csvField(r[c])).join(','));
   return lines.join('\n') + '\n';
+}
+
+/** One row per cell. */
+export function toCsv(results: CellResult[]): string {
+  return tableCsv(results, CSV_COLUMNS);
+}
+
+export const TASK_CURVE_COLUMNS = [
+  'target', 'family', 'attack', 'student', 'side', 'budget', 'tasks', 'n', 'status', 'rhoMean', 'rhoLow', 'rhoHigh', 'targetAccuracyMean',
+] as const;
+
+/** One row per task-averaged curve point. */
+export function taskCurvesCsv(curves: readonly TaskCurve[]): string {
+  const rows = curves.flatMap(({ points, ...curve }) => points.map(({ rhoBySeed: _s, byTask: _t, ...p }) => ({ ...curve, ...p })));
+  return tableCsv(rows, TASK_CURVE_COLUMNS);
+}
+
+export const EPS_DELTA_COLUMNS = [
+  'target', 'tasks', 'attack', 'student', 'side', 'budget', 'epsilon', 'trials', 'successes', 'deltaHat', 'deltaLow', 'deltaHigh',
+] as const;
+
+/** What writeAggregates needs beyond the cells: the config's task sets and ε grid. */
+export interface AggregateOptions {
+  taskSets?: readonly TaskGroup[];
+  epsilons?: readonly number[];
 }
 
 /** Write-then-rename, so a reader (or a crash) never sees half a file. */
@@ -76,10 +102,22 @@ export class RunFiles {
     await writeAtomic(join(this.dir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
   }
 
-  /** rho.csv and rho.json from every cell so far. */
-  async writeAggregates(results: CellResult[]): Promise<void> {
+  /**
+   * From every cell so far: rho.csv and rho.json (curves per target, and `taskCurves` averaged
+   * over each sampled task set), task-curves.csv when tasks were sampled, and the (ε, δ) tables
+   * eps-delta.json and eps-delta.csv.
+   */
+  async writeAggregates(results: CellResult[], opts: AggregateOptions = {}): Promise<void> {
+    const taskSets = opts.taskSets ?? [];
+    const epsilons = opts.epsilons ?? DEFAULT_EPSILONS;
     await writeAtomic(join(this.dir, 'rho.csv'), toCsv(results));
     const curves = toCurves(results);
-    await writeAtomic(join(this.dir, 'rho.json'), JSON.stringify({ curves }, null, 2) + '\n');
+    const taskCurves = toTaskCurves(results, taskSets);
+    await writeAtomic(join(this.dir, 'rho.json'), JSON.stringify({ curves, taskCurves }, null, 2) + '\n');
+    if (taskSets.length) await writeAtomic(join(this.dir, 'task-curves.csv'), taskCurvesCsv(taskCurves));
+    const rows = toEpsDelta(results, taskSets, epsilons);
+    const epsDelta = { level: 0.95, interval: 'Clopper–Pearson', meaning: 'deltaHat = fraction of seeds with rho ≤ epsilon', epsilons, rows };
+    await writeAtomic(join(this.dir, 'eps-delta.json'), JSON.stringify(epsDelta, null, 2) + '\n');
+    await writeAtomic(join(this.dir, 'eps-delta.csv'), tableCsv(rows, EPS_DELTA_COLUMNS));
   }
 }

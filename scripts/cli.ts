@@ -8,6 +8,8 @@ import { createProgress } from '../bench/progress.ts';
 import { SweepRun } from '../bench/runner.ts';
 import { compareReferences, formatReferences } from '../bench/reference.ts';
 import { formatSummary } from '../bench/table.ts';
+import { formatTaskCurves, toEpsDelta, toTaskCurves } from '../bench/aggregate.ts';
+import { formatEpsDelta } from '../bench/privacy.ts';
 import { EXPERIMENTS } from '../bench/experiments/index.ts';
 import { isExperimentConfig, loadExperimentConfig, runExperiment } from '../bench/experiments/run.ts';
 import { DATASETS, DatasetError, POOL_KINDS } from '../datasets/index.ts';
@@ -125,6 +127,15 @@ async function sweep(configArg: string, flags: SweepFlags): Promise<number> {
   console.log(`\n${config.name}: ρ = 1 − agreement with the target on ${config.dataset.evalSize} unseen ${config.dataset.name === "mnist" ? "MNIST" : "Fashion-MNIST"} test images`);
   console.log(`backend ${run.env.backend.name}${run.env.backend.gpu ? ' (GPU)' : ''}\n`);
   console.log(formatSummary(results));
+  if (config.taskSets.length) {
+    console.log(`\naveraged over sampled tasks (ρ per seed = mean over tasks; ± = 95% t over seeds):\n${formatTaskCurves(toTaskCurves(results, config.taskSets))}`);
+  }
+  if (config.seeds.length > 1) {
+    console.log(
+      `\n(ε, δ): δ̂ = P(ρ ≤ ε) over ${config.seeds.length} seeds [95% Clopper–Pearson]; eps-delta.csv has every row:\n` +
+        formatEpsDelta(toEpsDelta(results, config.taskSets, config.epsilons)),
+    );
+  }
   if (config.reference?.length) console.log(`\nbeside the published figures:\n${formatReferences(compareReferences(config.reference, results))}`);
   const failed = results.filter((r) => r.status === 'failed');
   console.log(`\nresults: ${run.files.dir}`);
@@ -142,7 +153,7 @@ const LISTS: Record<string, () => string[]> = {
   attacks: () => Object.keys(ATTACKS),
   students: () => [...STUDENT_ARCHS],
   disclosures: () => ['label', 'topK (e.g. top3)', 'probs', 'roundedN (e.g. rounded2)', 'leaf (tree targets)'],
-  tasks: () => ['digits', 'parity', 'ge5', 'one-vs-rest-D (D a digit)'],
+  tasks: () => ['digits', 'parity', 'ge5', 'one-vs-rest-D (D a digit)', 'subset-DDD (e.g. subset-0137)'],
   backends: () => [...BACKEND_NAMES],
   experiments: () => Object.keys(EXPERIMENTS),
   presets: presetNames,

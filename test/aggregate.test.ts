@@ -61,7 +61,7 @@ test('csv: header, one row per cell, quoting', () => {
   const csv = toCsv([cell({}), cell({ status: 'failed', rho: null, error: 'bad "x", y' })]);
   const lines = csv.trim().split('\n');
   assert.is(lines.length, 3);
-  assert.ok(lines[0].startsWith('target,attack,student,side,budget,seed,status,rho'));
+  assert.ok(lines[0].startsWith('target,task,attack,student,side,budget,seed,status,rho'));
   assert.ok(lines[2].endsWith('"bad ""x"", y"'));
   assert.ok(lines[2].includes(',failed,,'));
 });

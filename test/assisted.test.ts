@@ -169,7 +169,7 @@ test('Laplace noise has variance 2b², and the corrected estimator is least squa
 });
 
 test('dp-imitation: an ε-LDP release still gives Bob\'s model away; DP-breaking releases barely move ρ', async () => {
-  const params = dpImitationSchema.parse({ ns: [10000, 100000], epsilons: [2], seeds: [1, 2, 3] });
+  const params = dpImitationSchema.parse({ ns: [10000, 100000], ldpEpsilons: [2], seeds: [1, 2, 3] });
   const { rows } = await dpImitation.run(params, quiet);
   const pick = (f: (r: ExperimentRow) => boolean) => rows.filter(f);
   const rho = (f: (r: ExperimentRow) => boolean) => mean(pick(f).map((r) => r.rho as number));
@@ -195,7 +195,7 @@ test('dp-imitation: an ε-LDP release still gives Bob\'s model away; DP-breaking
 test('experiment params are checked', () => {
   assert.throws(() => assistedLinearSchema.parse({ ns: [5], seeds: [1] }));
   assert.throws(() => assistedLinearSchema.parse({ ns: [100], seeds: [1], p: 5, k1: 3 }), /k1 = 3/);
-  assert.throws(() => dpImitationSchema.parse({ ns: [100], epsilons: [0], seeds: [1] }));
+  assert.throws(() => dpImitationSchema.parse({ ns: [100], ldpEpsilons: [0], seeds: [1] }));
 });
 
 test.run();

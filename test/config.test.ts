@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
+import { isExperimentConfig, parseExperimentConfig } from '../bench/experiments/run.ts';
 import * as assert from 'uvu/assert';
 import { ConfigError, loadSweepConfig, parseDisclosure, parseSweepConfig } from '../bench/config.ts';
 import { REPO_ROOT } from '../bench/manifest.ts';
@@ -30,7 +31,16 @@ test('every shipped preset is a valid config', () => {
   const dir = join(REPO_ROOT, 'bench', 'presets');
   const presets = readdirSync(dir).filter((f) => f.endsWith('.json'));
   assert.ok(presets.includes('quick.json'));
-  for (const f of presets) parseSweepConfig(JSON.parse(readFileSync(join(dir, f), 'utf8')), f);
+  let experiments = 0;
+  for (const f of presets) {
+    const json = JSON.parse(readFileSync(join(dir, f), 'utf8'));
+    // Presets that name an experiment are validated by the experiment's own schema.
+    if (isExperimentConfig(json)) {
+      parseExperimentConfig(json, f);
+      experiments++;
+    } else parseSweepConfig(json, f);
+  }
+  assert.ok(experiments >= 3, `${experiments} experiment presets`);
 });
 
 test('defaults fill in and targets get ids', () => {

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -40,7 +41,7 @@ const ridgeSteal: Experiment<{ lambdas: number[]; seeds: number[] }> = {
 test('runExperiment writes rows, curves and a finished record with provenance', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'rb-exp-'));
   const result = await runExperiment(
-    { experiment: ridgeSteal, name: 'tiny', params: { lambdas: [0.01, 1, 100], seeds: [1, 2] } },
+    { experiment: ridgeSteal, name: 'tiny', params: { lambdas: [0.01, 1, 100], seeds: [1, 2] }, epsilons: [1e-20, 1e-6] },
     { resultsDir: dir, runId: 'r1' },
   );
   const record = JSON.parse(await readFile(join(result.dir, 'experiment.json'), 'utf8'));
@@ -57,6 +58,13 @@ test('runExperiment writes rows, curves and a finished record with provenance', 
   const rows1 = record.rows.filter((r: { lambda: number }) => r.lambda === 1);
   assert.is(at1.seeds, 2);
   assert.ok(Math.abs(at1.rhoMean - (rows1[0].rho + rows1[1].rho) / 2) < 1e-18);
+  // Every seed recovers λ to 1e-6, so δ̂(1e-6) = 2/2 with the Clopper–Pearson lower end 0.025^(1/2).
+  const table = record.epsDelta.rows.filter((r: { lambda: number; epsilon: number }) => r.lambda === 1 && r.epsilon === 1e-6);
+  assert.is(table.length, 1);
+  assert.is(table[0].successes, 2);
+  assert.ok(Math.abs(table[0].deltaLow - Math.sqrt(0.025)) < 1e-9);
+  assert.is(record.epsDelta.rows.length, 6);
+  assert.ok(existsSync(join(result.dir, 'eps-delta.csv')));
 });
 
 test('a failing experiment leaves a record that says so and rejects', async () => {
@@ -69,7 +77,7 @@ test('a failing experiment leaves a record that says so and rejects', async () =
       throw new Error('the solver diverged');
     },
   };
-  const err = await rejection(runExperiment({ experiment: broken, name: 'broken', params: {} }, { resultsDir: dir, runId: 'b' }));
+  const err = await rejection(runExperiment({ experiment: broken, name: 'broken', params: {}, epsilons: [0.1] }, { resultsDir: dir, runId: 'b' }));
   assert.match(err.message, 'the solver diverged');
   const record = JSON.parse(await readFile(join(dir, 'b', 'experiment.json'), 'utf8'));
   assert.is(record.status, 'failed');

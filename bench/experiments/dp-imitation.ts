@@ -31,7 +31,7 @@ import type { Experiment, ExperimentRow } from './types.ts';
 
 export const dpImitationSchema = z.strictObject({
   ns: z.array(z.number().int().min(10)).min(1),
-  epsilons: z.array(z.number().positive()).min(1).describe('per-entry LDP ε'),
+  ldpEpsilons: z.array(z.number().positive()).min(1).describe('per-entry LDP ε'),
   seeds: z.array(z.number().int()).min(1),
   p: z.number().int().min(1).max(50).default(3),
   sensitivity: z.number().positive().default(2).describe('Δ: the length of each feature\'s range'),
@@ -53,7 +53,7 @@ export const dpImitation: Experiment<DpImitationParams> = {
   description:
     'DP vs imitation privacy: an ε-LDP release of Bob\'s features still lets bias-corrected least squares imitate his model (ρ → 0 with n); releases that break DP can leave ρ where it was',
   schema: dpImitationSchema,
-  curves: { x: 'n', by: ['part', 'estimator', 'base', 'release', 'epsilon'] },
+  curves: { x: 'n', by: ['part', 'estimator', 'base', 'release', 'ldpEpsilon'] },
   async run(params, ctx) {
     const { p, sensitivity, labelNoise, evalSize } = params;
     const rows: ExperimentRow[] = [];
@@ -69,12 +69,12 @@ export const dpImitation: Experiment<DpImitationParams> = {
         const target = ridge.fit(xb, y, 0).predict(evalRows);
         const rho = (imitation: Float64Array) => rhoRegression(target, imitation, target.length);
 
-        for (const epsilon of params.epsilons) {
+        for (const epsilon of params.ldpEpsilons) {
           const release = laplaceRelease(xb, epsilon, sensitivity, rng(seed, `dp-noise:${n}:${epsilon}`));
           const variances = new Float64Array(n).fill(release.noiseVariance);
           const rhoCorrected = rho(linearPredict(correctedLeastSquares(release.rows, y, variances), evalRows));
           const rhoNaive = rho(ridge.fit(release.rows, y, 0).predict(evalRows));
-          const cell = { n, epsilon, seed, scale: release.scale };
+          const cell = { n, ldpEpsilon: epsilon, seed, scale: release.scale };
           rows.push({ part: 'a-ldp', estimator: 'corrected', ...cell, rho: rhoCorrected });
           rows.push({ part: 'a-ldp', estimator: 'naive', ...cell, rho: rhoNaive });
 
@@ -93,7 +93,7 @@ export const dpImitation: Experiment<DpImitationParams> = {
           const rhoNone = rho(new Float64Array(evalSize).fill(yMean));
           const unused: Rows64 = { x: gaussians(n, rng(seed, `dp-unused:${n}`)), n, d: 1 };
           const rhoUnused = rho(ridge.fit(unused, y, 0).predict(unusedEval));
-          const cell = { n, epsilon: null, seed };
+          const cell = { n, ldpEpsilon: null, seed };
           rows.push({ part: 'b-converse', base: 'no-data', release: 'none', ...cell, breaksDp: false, rho: rhoNone });
           rows.push({ part: 'b-converse', base: 'no-data', release: 'unused-feature', ...cell, breaksDp: true, rho: rhoUnused, rhoNoRelease: rhoNone });
         }
@@ -111,8 +111,8 @@ function summarise(rows: ExperimentRow[]): string[] {
   for (const r of rows) {
     const key =
       r.part === 'a-ldp'
-        ? `a-ldp ${r.estimator} ε=${r.epsilon}`
-        : `b-converse ${r.base}${r.epsilon === null ? '' : ` ε=${r.epsilon}`} release=${r.release}`;
+        ? `a-ldp ${r.estimator} ε=${r.ldpEpsilon}`
+        : `b-converse ${r.base}${r.epsilon === null ? '' : ` ε=${r.ldpEpsilon}`} release=${r.release}`;
     const cell = `${key}|${r.n}`;
     groups.set(cell, [...(groups.get(cell) ?? []), r.rho as number]);
   }

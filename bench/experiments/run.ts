@@ -4,7 +4,8 @@ import { z } from 'zod';
 import { meanInterval } from '../aggregate.ts';
 import { ConfigError } from '../config.ts';
 import { provenance } from '../manifest.ts';
-import { writeAtomic } from '../writers.ts';
+import { DEFAULT_EPSILONS, epsDeltaTable } from '../privacy.ts';
+import { tableCsv, writeAtomic } from '../writers.ts';
 import { EXPERIMENTS } from './index.ts';
 import type { Experiment, ExperimentRow } from './types.ts';
 
@@ -15,6 +16,8 @@ const outerSchema = z.strictObject({
   name: z.string().regex(NAME, 'letters, digits, ".", "_" and "-" only (it names the run folder)').optional(),
   description: z.string().optional(),
   params: z.record(z.string(), z.unknown()).default({}),
+  /** ε values of the (ε, δ) table written beside the ρ curves. */
+  epsilons: z.array(z.number().min(0).max(1)).min(1).optional(),
 });
 
 export interface ExperimentConfig {
@@ -22,6 +25,7 @@ export interface ExperimentConfig {
   name: string;
   description?: string;
   params: unknown;
+  epsilons: number[];
 }
 
 /** A config file names an experiment instead of targets × attacks when it has an `experiment` field. */
@@ -41,7 +45,13 @@ export function parseExperimentConfig(json: unknown, source: string, overrides: 
   if (!params.success) {
     throw new ConfigError(`${source}: invalid params for experiment "${experiment.name}":\n${z.prettifyError(params.error)}`);
   }
-  return { experiment, name: outer.data.name ?? experiment.name, description: outer.data.description, params: params.data };
+  return {
+    experiment,
+    name: outer.data.name ?? experiment.name,
+    description: outer.data.description,
+    params: params.data,
+    epsilons: outer.data.epsilons ?? [...DEFAULT_EPSILONS],
+  };
 }
 
 export async function loadExperimentConfig(path: string, overrides: { seeds?: number[] } = {}): Promise<ExperimentConfig> {
@@ -58,8 +68,8 @@ export interface ExperimentCurvePoint {
   [column: string]: string | number | boolean | null;
 }
 
-/** Mean ρ and its 95% t-interval over seeds, per group × x. */
-export function experimentCurves(rows: ExperimentRow[], spec: { x: string; by: string[] }): ExperimentCurvePoint[] {
+/** The ρ values of each group × x (one per seed), in first-seen order. */
+function groupRhos(rows: ExperimentRow[], spec: { x: string; by: string[] }): { keys: ExperimentRow; rhos: number[] }[] {
   const groups = new Map<string, { keys: ExperimentRow; rhos: number[] }>();
   for (const row of rows) {
     if (typeof row.rho !== 'number' || !Number.isFinite(row.rho)) continue;
@@ -70,25 +80,27 @@ export function experimentCurves(rows: ExperimentRow[], spec: { x: string; by: s
     group.rhos.push(row.rho);
     groups.set(id, group);
   }
-  return [...groups.values()].map(({ keys, rhos }) => {
+  return [...groups.values()];
+}
+
+/** Mean ρ and its 95% t-interval over seeds, per group × x. */
+export function experimentCurves(rows: ExperimentRow[], spec: { x: string; by: string[] }): ExperimentCurvePoint[] {
+  return groupRhos(rows, spec).map(({ keys, rhos }) => {
     const { mean, low, high } = meanInterval(rhos);
     return { ...keys, seeds: rhos.length, rhoMean: mean, rhoLow: low, rhoHigh: high };
   });
 }
 
-function csvField(value: unknown): string {
-  if (value === null || value === undefined) return '';
-  const text = String(value);
-  return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+/** δ̂ = P(ρ ≤ ε) over seeds with its Clopper–Pearson interval, per group × x × ε. */
+export function experimentEpsDelta(rows: ExperimentRow[], spec: { x: string; by: string[] }, epsilons: readonly number[]): ExperimentRow[] {
+  return epsDeltaTable(groupRhos(rows, spec).map(({ keys, rhos }) => ({ ...keys, rhos })), epsilons).map((row) => ({ ...row }) as ExperimentRow);
 }
 
 /** Tidy CSV with the union of the rows' columns, in first-seen order. */
 export function rowsToCsv(rows: ExperimentRow[]): string {
   const columns: string[] = [];
   for (const row of rows) for (const c of Object.keys(row)) if (!columns.includes(c)) columns.push(c);
-  const lines = [columns.join(',')];
-  for (const row of rows) lines.push(columns.map((c) => csvField(row[c])).join(','));
-  return lines.join('\n') + '\n';
+  return tableCsv(rows, columns);
 }
 
 export interface ExperimentRunOptions {
@@ -102,6 +114,7 @@ export interface ExperimentRunResult {
   rows: ExperimentRow[];
   summary: string[];
   curves: ExperimentCurvePoint[];
+  epsDelta: ExperimentRow[];
 }
 
 /**
@@ -133,12 +146,16 @@ export async function runExperiment(config: ExperimentConfig, options: Experimen
   const started = performance.now();
   try {
     const result = await config.experiment.run(config.params, { log });
-    const curves = config.experiment.curves ? experimentCurves(result.rows, config.experiment.curves) : [];
+    const spec = config.experiment.curves;
+    const curves = spec ? experimentCurves(result.rows, spec) : [];
+    const epsDelta = spec ? experimentEpsDelta(result.rows, spec, config.epsilons) : [];
     await writeAtomic(join(dir, 'rows.csv'), rowsToCsv(result.rows));
     if (curves.length) await writeAtomic(join(dir, 'curves.csv'), rowsToCsv(curves));
+    if (epsDelta.length) await writeAtomic(join(dir, 'eps-delta.csv'), rowsToCsv(epsDelta));
     Object.assign(record, { status: 'finished', finishedAt: new Date().toISOString(), seconds: (performance.now() - started) / 1000 });
-    await writeAtomic(file, JSON.stringify({ ...record, summary: result.summary, curves, rows: result.rows }, null, 2) + '\n');
-    return { dir, rows: result.rows, summary: result.summary, curves };
+    const body = { ...record, summary: result.summary, curves, epsDelta: { level: 0.95, interval: 'Clopper–Pearson', epsilons: config.epsilons, rows: epsDelta }, rows: result.rows };
+    await writeAtomic(file, JSON.stringify(body, null, 2) + '\n');
+    return { dir, rows: result.rows, summary: result.summary, curves, epsDelta };
   } catch (err) {
     Object.assign(record, { status: 'failed', finishedAt: new Date().toISOString(), error: String((err as Error)?.stack ?? err) });
     await writeAtomic(file, JSON.stringify(record, null, 2) + '\n');
