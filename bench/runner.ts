@@ -17,6 +17,7 @@ import { baseManifest, REPO_ROOT, type Manifest } from './manifest.ts';
 import { silentProgress, type Progress } from './progress.ts';
 import type { Cell, CellResult } from './types.ts';
 import { openTransport, type Transport } from './transport.ts';
+import { writeTrackerJson } from './tracker.ts';
 import { RunFiles, writeAtomic } from './writers.ts';
 import { compareReferences } from './reference.ts';
 
@@ -235,6 +236,8 @@ export class SweepRun {
       await writeAtomic(join(this.files.dir, 'reference.json'), `${JSON.stringify(compareReferences(this.env.config.reference, this.results), null, 2)}\n`);
     }
     await this.files.writeManifest(this.manifest);
+    // After the manifest: the tracker's wall-time entry reads finishedAt from it.
+    await writeTrackerJson(this.files.dir);
     await disposeSweep(this.env);
   }
 }

@@ -8,6 +8,7 @@ import { createProgress } from '../bench/progress.ts';
 import { SweepRun } from '../bench/runner.ts';
 import { compareReferences, formatReferences } from '../bench/reference.ts';
 import { formatSummary } from '../bench/table.ts';
+import { compareRunDirs, comparisonExitCode, DEFAULT_COMPARE_OPTIONS, formatComparison, IncomparableRunsError, RunFolderError, type Direction } from '../bench/compare.ts';
 import { formatTaskCurves, toEpsDelta, toTaskCurves } from '../bench/aggregate.ts';
 import { formatEpsDelta } from '../bench/privacy.ts';
 import { EXPERIMENTS } from '../bench/experiments/index.ts';
@@ -200,12 +201,50 @@ program
     process.exitCode = list(what);
   });
 
+function nonNegative(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`expected a number ≥ 0, got "${value}"`);
+  return n;
+}
+
+interface CompareFlags {
+  rhoTolerance: number;
+  speedTolerance: number;
+  speedFloor: number;
+  direction: Direction;
+  force?: boolean;
+  failOnMissing?: boolean;
+}
+
+program
+  .command('compare')
+  .description('compare two sweep runs curve by curve; exits 1 when ρ or speed regressed beyond the tolerances (a nightly gate)')
+  .argument('<base>', 'run folder to compare against (e.g. last night\'s)')
+  .argument('<new>', 'run folder under test')
+  .option('--rho-tolerance <x>', 'largest change of mean ρ that counts as the same', nonNegative, DEFAULT_COMPARE_OPTIONS.rhoTolerance)
+  .option('--speed-tolerance <x>', 'largest relative slowdown per cell that counts as the same (0.5 = 50% slower)', nonNegative, DEFAULT_COMPARE_OPTIONS.speedTolerance)
+  .option('--speed-floor <s>', 'a slowdown must also exceed this many seconds per cell', nonNegative, DEFAULT_COMPARE_OPTIONS.speedFloorSeconds)
+  .addOption(new Option('--direction <d>', 'attack: ρ going up is a regression (the attacks are under test); defense: ρ going down is').choices(['attack', 'defense']).default('attack'))
+  .option('--force', 'compare runs whose configs differ in data or definitions (differences become warnings)')
+  .option('--fail-on-missing', 'also fail when a curve point of the base run is missing from the new one')
+  .action(async (base: string, next: string, flags: CompareFlags) => {
+    const comparison = await compareRunDirs(base, next, {
+      rhoTolerance: flags.rhoTolerance,
+      speedTolerance: flags.speedTolerance,
+      speedFloorSeconds: flags.speedFloor,
+      direction: flags.direction,
+      force: flags.force,
+    });
+    console.log(formatComparison(comparison.rows, comparison));
+    process.exitCode = comparisonExitCode(comparison.rows, { failOnMissing: flags.failOnMissing });
+  });
+
 registerServeCommand(program);
 
 try {
   await program.parseAsync();
 } catch (err) {
-  if (err instanceof ConfigError || err instanceof BackendUnavailable || err instanceof DatasetError) {
+  if (err instanceof ConfigError || err instanceof BackendUnavailable || err instanceof DatasetError || err instanceof RunFolderError || err instanceof IncomparableRunsError) {
     console.error(`rhobench: ${err.message}`);
     process.exitCode = EXIT.badInput;
   } else {
