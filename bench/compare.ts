@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { toCurves, type Curve, type CurvePoint } from './aggregate.ts';
 import { curveKey } from './grid.ts';
 import type { Manifest } from './manifest.ts';
-import { readCells } from './writers.ts';
+import { readCells, RunFolderError } from './writers.ts';
 
 /*
  * Comparing two sweep runs, point by point (curve × budget), to gate a nightly job.
@@ -102,10 +102,8 @@ export interface Comparison {
 // ---------------------------------------------------------------------------------------------
 // Loading a run folder
 
-/** A run folder cannot be read: missing, corrupt, or not a sweep run. */
-export class RunFolderError extends Error {
-  readonly name = 'RunFolderError';
-}
+export { RunFolderError };
+
 
 /** The two runs' configs differ in a way that makes rows incomparable. */
 export class IncomparableRunsError extends Error {

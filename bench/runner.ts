@@ -17,6 +17,8 @@ import { baseManifest, REPO_ROOT, type Manifest } from './manifest.ts';
 import { silentProgress, type Progress } from './progress.ts';
 import type { Cell, CellResult } from './types.ts';
 import { openTransport, type Transport } from './transport.ts';
+import { writePlots } from './plots.ts';
+import { writeReport } from './report.ts';
 import { writeTrackerJson } from './tracker.ts';
 import { RunFiles, writeAtomic } from './writers.ts';
 import { compareReferences } from './reference.ts';
@@ -238,6 +240,13 @@ export class SweepRun {
     await this.files.writeManifest(this.manifest);
     // After the manifest: the tracker's wall-time entry reads finishedAt from it.
     await writeTrackerJson(this.files.dir);
+    // Plots and the report are conveniences: a rendering problem is logged, never fails the sweep.
+    try {
+      await writePlots(this.files.dir);
+      await writeReport(this.files.dir);
+    } catch (err) {
+      this.progress.log(`could not write plots or report.html: ${(err as Error).message}`);
+    }
     await disposeSweep(this.env);
   }
 }

@@ -48,10 +48,15 @@ export interface AggregateOptions {
 }
 
 /** Write-then-rename, so a reader (or a crash) never sees half a file. */
-export async function writeAtomic(path: string, text: string): Promise<void> {
+export async function writeAtomic(path: string, text: string | Uint8Array): Promise<void> {
   const tmp = `${path}.${process.pid}.tmp`;
   await writeFile(tmp, text);
   await rename(tmp, path);
+}
+
+/** A run folder file that is missing, unreadable or malformed; the message names the file. */
+export class RunFolderError extends Error {
+  readonly name = 'RunFolderError';
 }
 
 /**

@@ -8,6 +8,8 @@ import { createProgress } from '../bench/progress.ts';
 import { SweepRun } from '../bench/runner.ts';
 import { compareReferences, formatReferences } from '../bench/reference.ts';
 import { formatSummary } from '../bench/table.ts';
+import { writePlots } from '../bench/plots.ts';
+import { writeReport } from '../bench/report.ts';
 import { compareRunDirs, comparisonExitCode, DEFAULT_COMPARE_OPTIONS, formatComparison, IncomparableRunsError, RunFolderError, type Direction } from '../bench/compare.ts';
 import { formatTaskCurves, toEpsDelta, toTaskCurves } from '../bench/aggregate.ts';
 import { formatEpsDelta } from '../bench/privacy.ts';
@@ -237,6 +239,16 @@ program
     });
     console.log(formatComparison(comparison.rows, comparison));
     process.exitCode = comparisonExitCode(comparison.rows, { failOnMissing: flags.failOnMissing });
+  });
+
+program
+  .command('report')
+  .description('write plots/ (ρ curves as SVG and PNG) and a self-contained report.html for a sweep run folder')
+  .argument('<dir>', 'run folder, e.g. results/quick-<timestamp>')
+  .action(async (dir: string) => {
+    const plots = await writePlots(dir);
+    const report = await writeReport(dir);
+    console.log(`${plots.length} plot files in ${join(dir, 'plots')}\nreport: ${report}`);
   });
 
 registerServeCommand(program);
