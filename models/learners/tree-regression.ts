@@ -7,8 +7,9 @@ import { checkRows, type Fitted, type Learner, type Rows64 } from './types.ts';
  * function, and its split search costs rows² per node. This one is exact greedy CART:
  *
  * - each node takes the split (feature, threshold) with the least summed squared error of its two
- *   children, over every threshold halfway between neighbouring distinct values; ties go to the
- *   lowest feature, then the lowest threshold; a row goes left when x[feature] < threshold;
+ *   children, over every threshold halfway between neighbouring distinct values; ties (as the
+ *   running sums compute them) go to the lowest feature, then the lowest threshold; a row goes
+ *   left when x[feature] < threshold;
  * - a node splits only if that strictly lowers the squared error, it is shallower than maxDepth,
  *   and both children keep at least minLeaf rows;
  * - λ is a cost per leaf: the grown tree is pruned to the subtree that minimises
@@ -96,12 +97,19 @@ interface Node {
 }
 
 function grow(rows: Rows64, y: Float64Array, limits: RegressionTreeOptions): Node {
-  const all = new Int32Array(rows.n);
-  for (let i = 0; i < rows.n; i++) all[i] = i;
-  return growNode(rows, y, all, 0, limits);
+  const { n, d, x } = rows;
+  // Each feature's rows are sorted once; a split partitions every sorted list stably, so no node sorts again.
+  const sorted: Int32Array[] = [];
+  for (let f = 0; f < d; f++) {
+    const idx = Array.from({ length: n }, (_, i) => i);
+    idx.sort((a, b) => x[a * d + f] - x[b * d + f] || a - b);
+    sorted.push(Int32Array.from(idx));
+  }
+  return growNode(rows, y, sorted, 0, limits, new Uint8Array(n));
 }
 
-function growNode(rows: Rows64, y: Float64Array, idx: Int32Array, depth: number, limits: RegressionTreeOptions): Node {
+function growNode(rows: Rows64, y: Float64Array, sorted: Int32Array[], depth: number, limits: RegressionTreeOptions, goesLeft: Uint8Array): Node {
+  const idx = sorted[0];
   const m = idx.length;
   let mean = 0;
   for (let i = 0; i < m; i++) mean += y[idx[i]];
@@ -110,45 +118,48 @@ function growNode(rows: Rows64, y: Float64Array, idx: Int32Array, depth: number,
   for (let i = 0; i < m; i++) sse += (y[idx[i]] - mean) ** 2;
   const node: Node = { value: mean, sse };
   if (depth >= limits.maxDepth || m < 2 * limits.minLeaf || sse === 0) return node;
-  const best = bestSplit(rows, y, idx, mean, limits.minLeaf);
+  const best = bestSplit(rows, y, sorted, mean, limits.minLeaf);
   // Rounding in the running sums can make a useless split look a hair better: demand a real gain.
   if (!best || !(best.sse < sse * (1 - 1e-12))) return node;
-  const goLeft = new Uint8Array(m);
   let leftCount = 0;
   for (let i = 0; i < m; i++) {
-    if (rows.x[idx[i] * rows.d + best.feature] < best.threshold) {
-      goLeft[i] = 1;
-      leftCount++;
-    }
+    const r = idx[i];
+    goesLeft[r] = rows.x[r * rows.d + best.feature] < best.threshold ? 1 : 0;
+    leftCount += goesLeft[r];
   }
-  const left = new Int32Array(leftCount);
-  const right = new Int32Array(m - leftCount);
-  for (let i = 0, a = 0, b = 0; i < m; i++) (goLeft[i] ? (left[a++] = idx[i]) : (right[b++] = idx[i]));
+  const left: Int32Array[] = [];
+  const right: Int32Array[] = [];
+  for (const list of sorted) {
+    const l = new Int32Array(leftCount);
+    const r = new Int32Array(m - leftCount);
+    for (let i = 0, a = 0, b = 0; i < m; i++) (goesLeft[list[i]] ? (l[a++] = list[i]) : (r[b++] = list[i]));
+    left.push(l);
+    right.push(r);
+  }
   node.split = {
     feature: best.feature,
     threshold: best.threshold,
-    left: growNode(rows, y, left, depth + 1, limits),
-    right: growNode(rows, y, right, depth + 1, limits),
+    left: growNode(rows, y, left, depth + 1, limits, goesLeft),
+    right: growNode(rows, y, right, depth + 1, limits, goesLeft),
   };
   return node;
 }
 
-/** The least-error split of the node's rows, or null when no threshold leaves minLeaf rows on each side. */
-function bestSplit(rows: Rows64, y: Float64Array, idx: Int32Array, mean: number, minLeaf: number) {
+/** The least-error split of the node's rows (each feature's list sorted by it), or null when no threshold leaves minLeaf rows on each side. */
+function bestSplit(rows: Rows64, y: Float64Array, sorted: Int32Array[], mean: number, minLeaf: number) {
   const { d, x } = rows;
-  const m = idx.length;
-  const order = Array.from(idx);
+  const m = sorted[0].length;
   let best: { feature: number; threshold: number; sse: number } | null = null;
+  // Labels centred on the node mean keep the running sums small and their differences accurate.
+  let total = 0;
+  let totalSq = 0;
+  for (const i of sorted[0]) {
+    const v = y[i] - mean;
+    total += v;
+    totalSq += v * v;
+  }
   for (let f = 0; f < d; f++) {
-    order.sort((a, b) => x[a * d + f] - x[b * d + f] || a - b);
-    // Labels centred on the node mean keep the running sums small and their differences accurate.
-    let total = 0;
-    let totalSq = 0;
-    for (const i of order) {
-      const v = y[i] - mean;
-      total += v;
-      totalSq += v * v;
-    }
+    const order = sorted[f];
     let sum = 0;
     let sq = 0;
     for (let k = 1; k < m; k++) {
