@@ -3,6 +3,7 @@ import { assistedTree } from './assisted-tree.ts';
 import { dpImitation } from './dp-imitation.ts';
 import { hyperparameterStealing } from './hyperparameter-stealing.ts';
 import { restrictedOutcome } from './restricted-outcome.ts';
+import { trainStealRetrain } from './train-steal-retrain.ts';
 import type { Experiment } from './types.ts';
 
 /** Every experiment a preset can name with `"experiment"`. */
@@ -13,4 +14,5 @@ export const EXPERIMENTS: Record<string, Experiment<any>> = {
   [dpImitation.name]: dpImitation,
   [hyperparameterStealing.name]: hyperparameterStealing,
   [restrictedOutcome.name]: restrictedOutcome,
+  [trainStealRetrain.name]: trainStealRetrain,
 };

@@ -1,4 +1,7 @@
 import { ridge } from './ridge.ts';
+import { nn } from './nn.ts';
+import { svmHinge } from './svm-hinge.ts';
+import { svmSqHinge } from './svm-sqhinge.ts';
 import { krr } from './krr.ts';
 import { lasso } from './lasso.ts';
 import { logregL1 } from './logreg-l1.ts';
@@ -9,6 +12,9 @@ import type { Learner } from './types.ts';
 /** Every learner a learning service can run, by name. */
 export const LEARNERS: Record<string, Learner> = {
   ridge,
+  'svm-sqhinge': svmSqHinge,
+  'svm-hinge': svmHinge,
+  nn,
   'tree-regression': treeRegression,
   lasso,
   krr,
