@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { stealLambda } from '../../attacks/hyperparameter-stealing.ts';
 import { logGrid } from '../../models/learners/cv.ts';
+import { hingeLambdaSet, svmHinge } from '../../models/learners/svm-hinge.ts';
 import { LEARNERS } from '../../models/learners/index.ts';
 import type { Learner } from '../../models/learners/types.ts';
 import { gaussianClassification, gaussianRegression, type SyntheticData } from './synthetic.ts';
@@ -68,6 +69,9 @@ export const hyperparameterStealing: Experiment<HyperparameterStealingParams> = 
           started = performance.now();
           const lambdaHat = stealOrNull(learner, fitted.params, x, y);
           const stealSeconds = (performance.now() - started) / 1000;
+          // The hinge SVM's parameters can be optimal for a whole interval of λ (d + 1 rows on the
+          // margin pin them): record that interval, which no estimator can beat.
+          const set = learner === svmHinge ? hingeLambdaSet(fitted.params, x, y) : undefined;
           rows.push({
             learner: learner.name,
             task: learner.task,
@@ -80,6 +84,7 @@ export const hyperparameterStealing: Experiment<HyperparameterStealingParams> = 
             d: x.d,
             fitSeconds,
             stealSeconds,
+            ...(set ? { lambdaLow: set.lo, lambdaHigh: set.hi, lambdaInSet: set.lo <= lambda * (1 + 1e-9) && lambda <= set.hi * (1 + 1e-9) } : {}),
           });
         }
         ctx.log(`seed ${seed} ${learner.name}: ${params.lambdas.length} λ values done`);
@@ -118,7 +123,11 @@ export function summarise(rows: ExperimentRow[], learners: Learner[], params: Hy
       continue;
     }
     const median = (errors[(errors.length - 1) >> 1] + errors[errors.length >> 1]) / 2;
-    lines.push(`${learner.name}: median ${median.toExponential(1)}, max ${errors[errors.length - 1].toExponential(1)}${tail}`);
+    const sets = mine.filter((r) => typeof r.lambdaLow === 'number' && (r.lambdaHigh as number) > (r.lambdaLow as number));
+    const setNote = sets.length
+      ? `; in ${sets.length} of ${mine.length} fits the same model is optimal for an interval of λ (true λ inside it in ${sets.filter((r) => r.lambdaInSet).length})`
+      : '';
+    lines.push(`${learner.name}: median ${median.toExponential(1)}, max ${errors[errors.length - 1].toExponential(1)}${tail}${setNote}`);
   }
   return lines;
 }
