@@ -157,6 +157,19 @@ test('assisted-linear: ρ falls with n to near 0 while features that ignore Stag
   assert.ok(rows.every((r) => r.fits === r.k1), 'the attack spends k₁ Stage I fits');
 });
 
+test('assisted-linear over sampled task families: least squares is copied exactly even on smooth tasks outside the span', async () => {
+  for (const taskFamily of ['linear', 'smooth'] as const) {
+    const params = assistedLinearSchema.parse({ ns: [200], seeds: [1, 2], penalties: [0, 1], covariances: ['identity'], sigmaSamples: [], evalTasks: 6, taskFamily });
+    const { rows } = await assistedLinear.run(params, quiet);
+    const rho = (imitation: string, penalty: number) => mean(rows.filter((r) => r.imitation === imitation && r.penalty === penalty).map((r) => r.rho as number));
+    assert.ok(rows.every((r) => r.taskFamily === taskFamily));
+    // Bob's least-squares fit of any label vector is its projection on col(X_B): the span is all it takes.
+    assert.ok(rho('sigma-known', 0) < 1e-20, `${taskFamily}: ${rho('sigma-known', 0)}`);
+    assert.ok(rho('sigma-known', 1) < 0.05, `${taskFamily} ridge: ${rho('sigma-known', 1)}`);
+    assert.ok(rho('random-features', 0) > 0.5, `${taskFamily} baseline: ${rho('random-features', 0)}`);
+  }
+});
+
 test('Laplace noise has variance 2b², and the corrected estimator is least squares without noise', () => {
   const e = laplaceNoise(200000, 1.5, rng(1, 'laplace'));
   const variance = e.reduce((s, v) => s + v * v, 0) / e.length;

@@ -7,6 +7,7 @@ import {
   probeWithRandomLabels,
   sampleCovariance,
 } from '../../attacks/assisted-linear.ts';
+import { sampleRegressionTasks } from '../../datasets/task-sampler.ts';
 import { ridge } from '../../models/learners/ridge.ts';
 import type { Rows64 } from '../../models/learners/types.ts';
 import { rng } from '../../models/seed.ts';
@@ -52,6 +53,12 @@ export const assistedLinearSchema = z
     sigmaSamples: z.array(z.number().int().min(2)).default([200]).describe('m: draws Alice estimates Σ_B from'),
     evalTasks: z.number().int().min(1).default(20),
     taskNoise: z.number().min(0).default(1),
+    /**
+     * The task family ρ is averaged over: `noisy-linear` y' = X_B w + noise·ε (the default), or a
+     * sampler of datasets/task-sampler.ts — `linear` (y' = X_B β) or `smooth` (sums of tanh ridges,
+     * outside Bob's span).
+     */
+    taskFamily: z.enum(['noisy-linear', 'linear', 'smooth']).default('noisy-linear'),
   })
   .superRefine((c, ctx) => {
     const k1 = c.k1 ?? c.p;
@@ -100,7 +107,7 @@ export const assistedLinear: Experiment<AssistedLinearParams> = {
   schema: assistedLinearSchema,
   curves: { x: 'n', by: ['imitation', 'covariance', 'penalty', 'm'] },
   async run(params, ctx) {
-    const { p, penalties, covariances, ar1, sigmaSamples, evalTasks, taskNoise } = params;
+    const { p, penalties, covariances, ar1, sigmaSamples, evalTasks, taskNoise, taskFamily } = params;
     const k1 = params.k1 ?? p;
     const rows: ExperimentRow[] = [];
     for (const covariance of covariances) {
@@ -121,9 +128,12 @@ export const assistedLinear: Experiment<AssistedLinearParams> = {
             });
             const answers = await probeWithRandomLabels(bob, n, k1, seed);
             const basis = centredSpanBasis(answers, p);
-            const tasks = linearTasks(xb, evalTasks, taskNoise, rng(seed, `assisted-tasks:${n}`));
+            const tasks =
+              taskFamily === 'noisy-linear'
+                ? linearTasks(xb, evalTasks, taskNoise, rng(seed, `assisted-tasks:${n}`))
+                : sampleRegressionTasks(xb, taskFamily, evalTasks, seed);
             const { fits } = await bob.usage();
-            const base = { covariance, penalty, lambda, n, seed, k1, fits, tasks: evalTasks };
+            const base = { covariance, penalty, lambda, n, seed, k1, fits, taskFamily, tasks: evalTasks };
 
             rows.push({ ...base, imitation: 'sigma-known', m: null, rho: fittedValueRho(xb, featuresFromBasis(basis, sigma), tasks, lambda) });
             for (const m of sigmaSamples) {
