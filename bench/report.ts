@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { toCurves, toTaskCurves, type CurvePoint, type TaskCurvePoint } from './aggregate.ts';
 import { expandCells } from './grid.ts';
 import type { Manifest } from './manifest.ts';
+import { shardCells, WHOLE, type Shard } from './shard.ts';
 import { planPlots, readRhoFile, readRunJson, renderSvg, RunFolderError, type RhoFile } from './plots.ts';
 import type { CellResult } from './types.ts';
 import { readCells, writeAtomic } from './writers.ts';
@@ -112,7 +113,9 @@ export async function readRun(runDir: string): Promise<RunData> {
   const epsDelta = running ? undefined : await readRunJson(join(dir, 'eps-delta.json'), epsDeltaSchema, true);
   let plannedCells: number | undefined;
   try {
-    plannedCells = expandCells(manifest.config as unknown as Manifest['config']).length;
+    // A shard plans only its slice of the grid.
+    const shard = (manifest as { shard?: Shard }).shard ?? WHOLE;
+    plannedCells = shardCells(expandCells(manifest.config as unknown as Manifest['config']), shard).length;
   } catch {
     plannedCells = undefined; // a manifest from an older config shape: the count is only a courtesy
   }

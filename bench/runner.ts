@@ -1,6 +1,8 @@
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import pLimit from 'p-limit';
+import { z } from 'zod';
 import { getAttack } from '../attacks/index.ts';
 import { NotApplicable, type SideInfo } from '../attacks/types.ts';
 import { defaultCacheDir, loadDataset, loadPool, poolKey } from '../datasets/index.ts';
@@ -11,16 +13,17 @@ import { getTarget } from '../models/targets/index.ts';
 import type { StudentSpec, Target } from '../models/types.ts';
 import type { Oracle } from '../serve/types.ts';
 import { scoreImitation } from './score.ts';
-import type { SweepConfig } from './config.ts';
-import { expandCells } from './grid.ts';
-import { baseManifest, REPO_ROOT, type Manifest } from './manifest.ts';
-import { silentProgress, type Progress } from './progress.ts';
+import { ConfigError, type SweepConfig } from './config.ts';
+import { cellConfigDifferences, cellKey, expandCells } from './grid.ts';
+import { baseManifest, REPO_ROOT, type Manifest, type TargetSummary } from './manifest.ts';
+import { silentProgress, type Progress, type RunCounts } from './progress.ts';
+import { checkShard, formatShard, sameShard, shardCells, WHOLE, type Shard } from './shard.ts';
 import type { Cell, CellResult } from './types.ts';
 import { openTransport, type Transport } from './transport.ts';
 import { writePlots } from './plots.ts';
 import { writeReport } from './report.ts';
 import { writeTrackerJson } from './tracker.ts';
-import { RunFiles, writeAtomic } from './writers.ts';
+import { readCells, RunFiles, RunFolderError, writeAtomic } from './writers.ts';
 import { compareReferences } from './reference.ts';
 
 export interface SweepOptions {
@@ -157,57 +160,288 @@ function freshRunDir(resultsDir: string, name: string): string {
   return dir;
 }
 
+/** One continuation of a run: what it found and what it ran again. */
+export interface ResumeRecord {
+  at: string;
+  hostname: string;
+  gitCommit: string | null;
+  backend: string;
+  /** The manifest's status before this resume: 'running' when the last process died. */
+  previousStatus: Manifest['status'];
+  /** Cells kept (ok or not-applicable) and failed cells dropped to run again. */
+  kept: number;
+  rerunFailed: number;
+  /** cells.jsonl ended in a line torn by a crash mid-write; it was cut off. */
+  tornLine: boolean;
+  /** Extra records of a cell already kept (a second process on the same folder, say); dropped. */
+  duplicates: number;
+  toRun: number;
+}
+
+/** A sweep manifest with what sharding and resuming add. */
+export interface RunManifest extends Manifest {
+  /** The slice of the grid this run covers; absent for a whole run (0/1). */
+  shard?: Shard;
+  resumes?: ResumeRecord[];
+}
+
+// What resuming and merging need from a manifest; the rest passes through untouched.
+const runManifestSchema = z.looseObject({
+  runId: z.string(),
+  status: z.enum(['running', 'finished', 'interrupted']),
+  startedAt: z.string(),
+  finishedAt: z.string().optional(),
+  config: z.looseObject({
+    name: z.string(),
+    dataset: z.looseObject({ name: z.string() }),
+    targets: z.array(z.looseObject({ id: z.string(), family: z.string() })).min(1),
+    taskSets: z.array(z.looseObject({ base: z.string() })).default([]),
+    attacks: z.array(z.string()).min(1),
+    students: z.array(z.looseObject({ arch: z.string() })).min(1),
+    side: z.array(z.looseObject({ name: z.string() })).min(1),
+    budgets: z.array(z.number()).min(1),
+    seeds: z.array(z.number()).min(1),
+  }),
+  backend: z.looseObject({ name: z.string(), gpu: z.boolean() }),
+  shard: z.strictObject({ index: z.number(), count: z.number() }).optional(),
+});
+
+/** A run folder as a resume or a merge finds it. */
+export interface RunFolder {
+  dir: string;
+  manifest: RunManifest;
+  /** cells.jsonl in file order, without a torn last line. */
+  cells: CellResult[];
+  tornLine: boolean;
+}
+
+/**
+ * Reads a sweep run folder's manifest and cells; undefined when the folder has no manifest.json
+ * (nothing ran there yet). A corrupt manifest, one that is not a sweep's, or a corrupt
+ * cells.jsonl is a RunFolderError naming the file.
+ */
+export async function readRunFolder(dir: string): Promise<RunFolder | undefined> {
+  const path = join(dir, 'manifest.json');
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new RunFolderError(`cannot read ${path}: ${(err as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new RunFolderError(`${path} is corrupt (not valid JSON: ${(err as Error).message})`);
+  }
+  const parsed = runManifestSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new RunFolderError(`${path} is not a sweep manifest (${issue.path.join('.') || '(root)'}: ${issue.message}); experiment runs cannot be resumed or merged`);
+  }
+  const manifest = parsed.data as unknown as RunManifest;
+  if (manifest.shard) {
+    try {
+      checkShard(manifest.shard, `${path} shard`);
+    } catch (err) {
+      throw new RunFolderError((err as Error).message);
+    }
+  }
+  let read: Awaited<ReturnType<typeof readCells>>;
+  try {
+    read = await readCells(join(dir, 'cells.jsonl'));
+  } catch (err) {
+    throw new RunFolderError(`${join(dir, 'cells.jsonl')} is corrupt: ${(err as Error).message}`);
+  }
+  return { dir, manifest, cells: read.cells, tornLine: read.tornLine };
+}
+
+/**
+ * The config a resumed run uses: the one in its manifest (with the given runtime settings). The
+ * config the user passed, if any, is only checked: it must ask for the same cells, or the resume
+ * is refused naming each difference.
+ */
+export function configForResume(
+  dir: string,
+  recorded: SweepConfig,
+  given: SweepConfig | undefined,
+  runtime: Partial<Pick<SweepConfig, 'concurrency' | 'transport'>> = {},
+): SweepConfig {
+  if (given) {
+    const diffs = cellConfigDifferences(recorded, given);
+    if (diffs.length) {
+      throw new ConfigError(
+        `cannot resume ${dir}: it was run with a config that asks for other cells (run's value vs now):\n${diffs.map((d) => `  ${d}`).join('\n')}\n` +
+          'resume with the same config (or none: the manifest has it), or start a new run',
+      );
+    }
+  }
+  return { ...recorded, taskSets: recorded.taskSets ?? [], ...runtime };
+}
+
+/** What a resume keeps: the first ok or not-applicable record of each cell; failed cells run again. */
+function settledCells(folder: RunFolder, cells: readonly Cell[], shard: Shard): { kept: CellResult[]; rerunFailed: number; duplicates: number } {
+  const planned = new Set(cells.map(cellKey));
+  const kept = new Map<string, CellResult>();
+  let duplicates = 0;
+  const failed = new Set<string>();
+  for (const r of folder.cells) {
+    const key = cellKey(r);
+    if (!planned.has(key)) {
+      throw new RunFolderError(`${join(folder.dir, 'cells.jsonl')} holds cell ${key}, which is not among the cells of shard ${formatShard(shard)} of the run's config`);
+    }
+    if (r.status === 'failed') failed.add(key);
+    else if (kept.has(key)) duplicates++;
+    else kept.set(key, r);
+  }
+  const rerunFailed = [...failed].filter((k) => !kept.has(k)).length;
+  return { kept: [...kept.values()], rerunFailed, duplicates };
+}
+
+/** Options of a fresh run; a resume takes the folder's shard and refuses a different one. */
+export interface SweepStartOptions extends SweepOptions {
+  shard?: Shard;
+}
+
 /**
  * A sweep in progress. Each finished cell is appended to cells.jsonl at once; `finish` (also on
- * an interrupt) writes the aggregates and the manifest from whatever has finished.
+ * an interrupt) writes the aggregates and the manifest from every cell the run has. A resumed run
+ * starts with the cells of its folder and runs the rest.
  */
 export class SweepRun {
-  readonly results: CellResult[] = [];
+  /** Every cell of the run with a result: kept from before a resume, then each as it finishes. */
+  readonly results: CellResult[];
+  /** The run's cells (its shard's slice of the grid), in grid order. */
   readonly cells: Cell[];
+  /** The cells this process runs. */
+  readonly pending: Cell[];
+  private readonly position: Map<string, number>;
   private stopped = false;
   /** Set when the backend crashed and the remaining cells were not run. */
   crashed = false;
 
   private constructor(
-    readonly env: SweepEnv,
+    readonly config: SweepConfig,
+    /** Prepared only when there are cells to run. */
+    readonly env: SweepEnv | undefined,
     readonly files: RunFiles,
-    readonly manifest: Manifest,
+    readonly manifest: RunManifest,
     private readonly progress: Progress,
+    readonly shard: Shard,
+    kept: CellResult[],
+    private readonly resumed: boolean,
   ) {
-    this.cells = expandCells(env.config);
+    this.cells = shardCells(expandCells(config), shard);
+    this.position = new Map(this.cells.map((c, i) => [cellKey(c), i]));
+    this.results = [...kept];
+    const have = new Set(kept.map(cellKey));
+    this.pending = this.cells.filter((c) => !have.has(cellKey(c)));
     manifest.cells.total = this.cells.length;
   }
 
-  static async start(config: SweepConfig, opts: SweepOptions = {}): Promise<SweepRun> {
+  /** The backend the cells run on (the recorded one when a resume has nothing left to run). */
+  get backend(): BackendInfo {
+    return this.env?.backend ?? this.manifest.backend;
+  }
+
+  /** A new run folder; refuses one that already holds a run (continue that with `resume`). */
+  static async start(config: SweepConfig, opts: SweepStartOptions = {}): Promise<SweepRun> {
     const progress = opts.progress ?? silentProgress;
+    const shard = opts.shard ?? WHOLE;
+    checkShard(shard);
     const resultsDir = opts.resultsDir ?? join(REPO_ROOT, 'results');
     const dir = opts.runId ? join(resultsDir, opts.runId) : freshRunDir(resultsDir, config.name);
+    if (existsSync(join(dir, 'manifest.json'))) {
+      throw new ConfigError(`${dir} already holds a run (manifest.json): continue it with --resume, or choose another --run-id`);
+    }
     const files = new RunFiles(dir);
     await files.open();
     const env = await prepareSweep(config, { ...opts, progress, runDir: dir });
-    const manifest = baseManifest(dir.split(/[\\/]/).pop() as string, config, env.backend);
-    manifest.targets = [...env.targets.values()].map((t) => ({
-      id: t.id,
-      family: t.family,
-      ...(t.arch ? { arch: t.arch } : {}),
-      testAccuracy: t.testAccuracy,
-    }));
-    const run = new SweepRun(env, files, manifest, progress);
+    const manifest: RunManifest = baseManifest(basename(dir), config, env.backend);
+    manifest.targets = targetSummaries(env);
+    if (shard.count > 1) manifest.shard = shard;
+    const run = new SweepRun(config, env, files, manifest, progress, shard, [], false);
     await files.writeManifest(manifest);
-    progress.log(`writing to ${dir}`);
+    progress.log(`writing to ${dir}${shard.count > 1 ? ` (shard ${formatShard(shard)}: ${run.cells.length} cells)` : ''}`);
     return run;
   }
 
-  /** Runs every cell (bounded by config.concurrency); stops launching new ones after stop(). */
+  /**
+   * Continues the run in `dir` with `config` (see configForResume): cuts a torn last line off
+   * cells.jsonl, keeps every cell that ran (ok or not-applicable), drops failed ones to run them
+   * again, and runs what is missing. With nothing to run, no data or target is loaded.
+   */
+  static async resume(dir: string, config: SweepConfig, opts: SweepStartOptions = {}): Promise<SweepRun> {
+    const progress = opts.progress ?? silentProgress;
+    const folder = await readRunFolder(dir);
+    if (!folder) throw new RunFolderError(`nothing to resume in ${dir}: it has no manifest.json`);
+    const prior = folder.manifest;
+    const shard = prior.shard ?? WHOLE;
+    if (opts.shard && !sameShard(opts.shard, shard)) {
+      throw new ConfigError(`cannot resume ${dir} as shard ${formatShard(opts.shard)}: it is shard ${formatShard(shard)}`);
+    }
+    const diffs = cellConfigDifferences(prior.config, config);
+    if (diffs.length) throw new ConfigError(`cannot resume ${dir} with another grid:\n${diffs.map((d) => `  ${d}`).join('\n')}`);
+    const cells = shardCells(expandCells(config), shard);
+    const { kept, rerunFailed, duplicates } = settledCells(folder, cells, shard);
+    if (folder.tornLine) progress.log(`${join(dir, 'cells.jsonl')}: its last line was torn by a crash mid-write; cut off (that cell runs again)`);
+    if (duplicates) progress.log(`${join(dir, 'cells.jsonl')}: ${duplicates} extra record(s) of cells already done; dropped`);
+    if (rerunFailed) progress.log(`${rerunFailed} failed cell(s) run again`);
+    // Before anything else: from here on the file holds each kept cell once and ends with a newline.
+    const files = new RunFiles(dir);
+    await files.rewriteCells(kept);
+    const toRun = cells.length - kept.length;
+    const env = toRun > 0 ? await prepareSweep(config, { ...opts, progress, runDir: dir }) : undefined;
+    const backend = env?.backend ?? prior.backend;
+    const manifest: RunManifest = { ...baseManifest(basename(dir), config, backend), startedAt: prior.startedAt };
+    manifest.targets = env ? targetSummaries(env) : prior.targets;
+    if (env) warnRetrainedTargets(prior.targets, manifest.targets, progress);
+    if (shard.count > 1) manifest.shard = shard;
+    if (prior.gitCommit !== manifest.gitCommit) progress.log(`note: the run began at commit ${prior.gitCommit ?? 'unknown'} and continues at ${manifest.gitCommit ?? 'unknown'}`);
+    manifest.resumes = [
+      ...(prior.resumes ?? []),
+      {
+        at: new Date().toISOString(),
+        hostname: manifest.machine.hostname,
+        gitCommit: manifest.gitCommit,
+        backend: backend.name,
+        previousStatus: prior.status,
+        kept: kept.length,
+        rerunFailed,
+        tornLine: folder.tornLine,
+        duplicates,
+        toRun,
+      },
+    ];
+    const run = new SweepRun(config, env, files, manifest, progress, shard, kept, true);
+    await files.writeManifest(manifest);
+    progress.log(`resuming ${dir}: ${kept.length} of ${cells.length} cells done, ${toRun} to run`);
+    return run;
+  }
+
+  /** Runs the pending cells (bounded by config.concurrency); stops launching new ones after stop(). */
   async runAll(): Promise<CellResult[]> {
-    const limit = pLimit(this.env.config.concurrency);
     const total = this.cells.length;
+    this.progress.runStart?.({
+      runDir: this.files.dir,
+      runId: this.manifest.runId,
+      total,
+      done: total - this.pending.length,
+      toRun: this.pending.length,
+      ...(this.shard.count > 1 ? { shard: this.shard } : {}),
+      resumed: this.resumed,
+    });
+    const env = this.env;
+    if (!env) return this.results;
+    const limit = pLimit(this.config.concurrency);
     await Promise.all(
-      this.cells.map((cell, index) =>
+      this.pending.map((cell) =>
         limit(async () => {
           if (this.stopped) return;
+          const index = this.position.get(cellKey(cell)) as number;
           this.progress.cellStart(index, total, cell);
-          const result = await runCell(this.env, cell, (d, t, phase) => this.progress.cellStep(d, t, phase));
+          const result = await runCell(env, cell, (d, t, phase) => this.progress.cellStep(d, t, phase));
           if (this.stopped) return; // finish() already wrote the files; a late result must not change them
           this.results.push(result);
           await this.files.appendCell(result);
@@ -215,7 +449,7 @@ export class SweepRun {
           if (result.error?.startsWith(BACKEND_CRASH)) {
             this.stopped = true;
             this.crashed = true;
-            this.progress.log(`the ${this.env.backend.name} backend crashed in cell ${index + 1} (${result.error}); the cells not yet run are left out, since each would fail on the damaged heap. Finished cells are kept in ${this.files.dir}`);
+            this.progress.log(`the ${env.backend.name} backend crashed in cell ${index + 1} (${result.error}); the cells not yet run are left out, since each would fail on the damaged heap. Finished cells are kept in ${this.files.dir}`);
           }
         }),
       ),
@@ -227,33 +461,96 @@ export class SweepRun {
     this.stopped = true;
   }
 
+  /** Counts over the run's cells; `missing` have no result (interrupted, or left out after a crash). */
+  counts(): RunCounts {
+    const count = (s: CellResult['status']) => this.results.filter((r) => r.status === s).length;
+    return { total: this.cells.length, ok: count('ok'), notApplicable: count('not-applicable'), failed: count('failed'), missing: this.cells.length - this.results.length };
+  }
+
   async finish(status: 'finished' | 'interrupted'): Promise<void> {
     this.stopped = true;
-    const count = (s: CellResult['status']) => this.results.filter((r) => r.status === s).length;
+    // Grid order, whatever order the cells finished or were resumed in: the files of a resumed or
+    // concurrent run read like those of one straight run.
+    this.results.sort((a, b) => (this.position.get(cellKey(a)) ?? 0) - (this.position.get(cellKey(b)) ?? 0));
+    const { missing, ...counts } = this.counts();
+    // A run that ended with cells not run (a backend crash) is not finished: --resume runs them.
+    if (missing > 0) status = 'interrupted';
     this.manifest.status = status;
     this.manifest.finishedAt = new Date().toISOString();
-    this.manifest.cells = { total: this.cells.length, ok: count('ok'), notApplicable: count('not-applicable'), failed: count('failed') };
-    await this.files.writeAggregates(this.results, { taskSets: this.env.config.taskSets, epsilons: this.env.config.epsilons });
-    if (this.env.config.reference) {
-      await writeAtomic(join(this.files.dir, 'reference.json'), `${JSON.stringify(compareReferences(this.env.config.reference, this.results), null, 2)}\n`);
-    }
-    await this.files.writeManifest(this.manifest);
-    // After the manifest: the tracker's wall-time entry reads finishedAt from it.
-    await writeTrackerJson(this.files.dir);
-    // Plots and the report are conveniences: a rendering problem is logged, never fails the sweep.
-    try {
-      await writePlots(this.files.dir);
-      await writeReport(this.files.dir);
-    } catch (err) {
-      this.progress.log(`could not write plots or report.html: ${(err as Error).message}`);
-    }
-    await disposeSweep(this.env);
+    this.manifest.cells = counts;
+    await writeRunOutputs(this.files, this.config, this.results, this.manifest, (m) => this.progress.log(m));
+    if (this.env) await disposeSweep(this.env);
+    this.progress.runEnd?.({ runDir: this.files.dir, status, counts: { ...counts, missing } });
   }
 }
 
-/** Runs a whole sweep and writes its files; for library use and tests. */
-export async function runSweep(config: SweepConfig, opts: SweepOptions = {}): Promise<SweepRun> {
+function targetSummaries(env: SweepEnv): Manifest['targets'] {
+  return [...env.targets.values()].map((t) => ({
+    id: t.id,
+    family: t.family,
+    ...(t.arch ? { arch: t.arch } : {}),
+    testAccuracy: t.testAccuracy,
+  }));
+}
+
+/**
+ * Targets whose test accuracy differs between two records of one run: trained again differently
+ * (another backend or machine, without a shared cache), so the run's cells imitate two models.
+ */
+export function retrainedTargets(before: readonly TargetSummary[], after: readonly TargetSummary[]): { id: string; before: number; after: number }[] {
+  return after.flatMap((t) => {
+    const b = before.find((x) => x.id === t.id);
+    return b && b.testAccuracy !== t.testAccuracy ? [{ id: t.id, before: b.testAccuracy, after: t.testAccuracy }] : [];
+  });
+}
+
+function warnRetrainedTargets(before: readonly TargetSummary[], after: readonly TargetSummary[], progress: Progress): void {
+  for (const t of retrainedTargets(before, after)) {
+    progress.log(`warning: target ${t.id} has test accuracy ${t.after} now, ${t.before} in the run so far: it was trained again differently (share RHOBENCH_CACHE between machines so every process loads the same one)`);
+  }
+}
+
+/**
+ * Writes a run folder's outputs from its cells and manifest: the data (writeRunData), then
+ * benchmark.json, the plots and the report (writeRunViews). Shared by sweeps and merges.
+ */
+export async function writeRunOutputs(files: RunFiles, config: SweepConfig, results: CellResult[], manifest: Manifest, log: (message: string) => void): Promise<void> {
+  await writeRunData(files, config, results, manifest);
+  await writeRunViews(files.dir, log);
+}
+
+/** The aggregates, reference.json when the config has published figures, and the manifest last. */
+export async function writeRunData(files: RunFiles, config: SweepConfig, results: CellResult[], manifest: Manifest): Promise<void> {
+  await files.writeAggregates(results, { taskSets: config.taskSets, epsilons: config.epsilons });
+  if (config.reference) {
+    await writeAtomic(join(files.dir, 'reference.json'), `${JSON.stringify(compareReferences(config.reference, results), null, 2)}\n`);
+  }
+  await files.writeManifest(manifest);
+}
+
+/** What is read off the written data: benchmark.json, and the plots and report (conveniences: a rendering problem is logged, never fatal). */
+export async function writeRunViews(dir: string, log: (message: string) => void): Promise<void> {
+  // After the manifest: the tracker's wall-time entry reads finishedAt from it.
+  await writeTrackerJson(dir);
+  try {
+    await writePlots(dir);
+    await writeReport(dir);
+  } catch (err) {
+    log(`could not write plots or report.html: ${(err as Error).message}`);
+  }
+}
+
+/** Runs a whole sweep (or one shard of it) and writes its files; for library use and tests. */
+export async function runSweep(config: SweepConfig, opts: SweepStartOptions = {}): Promise<SweepRun> {
   const run = await SweepRun.start(config, opts);
+  await run.runAll();
+  await run.finish('finished');
+  return run;
+}
+
+/** Continues the run in `dir` (see SweepRun.resume) to the end; for library use and tests. */
+export async function resumeSweep(dir: string, config: SweepConfig, opts: SweepStartOptions = {}): Promise<SweepRun> {
+  const run = await SweepRun.resume(dir, config, opts);
   await run.runAll();
   await run.finish('finished');
   return run;

@@ -103,6 +103,15 @@ export class RunFiles {
     await appendFile(this.cellsPath, JSON.stringify(result) + '\n');
   }
 
+  /**
+   * Replaces cells.jsonl with exactly these cells (write-then-rename). A resume uses it to drop a
+   * torn last line and records it will run again before appending, so no line is ever merged
+   * with a torn one and each cell appears once.
+   */
+  async rewriteCells(results: readonly CellResult[]): Promise<void> {
+    await writeAtomic(this.cellsPath, results.map((r) => JSON.stringify(r) + '\n').join(''));
+  }
+
   async writeManifest(manifest: unknown): Promise<void> {
     await writeAtomic(join(this.dir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
   }

@@ -1,11 +1,13 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { ATTACKS } from '../attacks/index.ts';
 import { BACKEND_NAMES, ConfigError, loadSweepConfig, TRANSPORTS, type SweepConfig } from '../bench/config.ts';
 import { REPO_ROOT } from '../bench/manifest.ts';
-import { createProgress } from '../bench/progress.ts';
-import { SweepRun } from '../bench/runner.ts';
+import { createJsonProgress, createProgress, type Progress } from '../bench/progress.ts';
+import { configForResume, readRunFolder, SweepRun } from '../bench/runner.ts';
+import { describeMissing, mergeRuns, MergeError } from '../bench/merge.ts';
+import { formatShard, parseShard, ShardError } from '../bench/shard.ts';
 import { compareReferences, formatReferences } from '../bench/reference.ts';
 import { formatSummary } from '../bench/table.ts';
 import { writePlots } from '../bench/plots.ts';
@@ -23,8 +25,11 @@ import { STUDENT_ARCHS } from '../models/types.ts';
 
 const PRESETS_DIR = join(REPO_ROOT, 'bench', 'presets');
 
-/** Exit codes: 0 every cell ran (n/a counts as ran), 1 some cell failed, 2 bad input, 130 interrupted. */
-const EXIT = { ok: 0, cellsFailed: 1, badInput: 2, interrupted: 130 } as const;
+/**
+ * Exit codes: 0 every cell ran (n/a counts as ran), 1 some cell failed, 2 bad input (merge: shards
+ * that do not fit together), 3 merge: shards or cells missing (without --allow-partial), 130 interrupted.
+ */
+const EXIT = { ok: 0, cellsFailed: 1, badInput: 2, incomplete: 3, interrupted: 130 } as const;
 
 function presetNames(): string[] {
   return readdirSync(PRESETS_DIR)
@@ -65,17 +70,21 @@ function positiveInt(value: string): number {
 
 interface SweepFlags {
   backend?: BackendName;
-  results?: string;
+  results: string;
   runId?: string;
   seeds?: number[];
   budgets?: number[];
   concurrency?: number;
   transport?: SweepConfig['transport'];
+  /** A run folder, or true (bare --resume): the --results/--run-id folder, started when it holds no run yet. */
+  resume?: string | true;
+  shard?: string;
+  json?: boolean;
 }
 
 /** Presets that name an experiment (learning services) run it instead of a targets × attacks grid. */
 async function experiment(path: string, flags: SweepFlags): Promise<number> {
-  const unused = (['budgets', 'backend', 'concurrency', 'transport'] as const).filter((f) => flags[f] !== undefined);
+  const unused = (['budgets', 'backend', 'concurrency', 'transport', 'resume', 'shard', 'json'] as const).filter((f) => flags[f] !== undefined);
   if (unused.length) throw new ConfigError(`${path} runs an experiment; --${unused.join(', --')} apply to sweeps only`);
   const config = await loadExperimentConfig(path, { seeds: flags.seeds });
   const log = (line: string) => console.error(`[${config.name}] ${line}`);
@@ -92,26 +101,56 @@ async function experiment(path: string, flags: SweepFlags): Promise<number> {
   return EXIT.ok;
 }
 
-async function sweep(configArg: string, flags: SweepFlags): Promise<number> {
-  const path = resolveConfigPath(configArg);
-  if (isExperimentConfig(readJson(path))) return experiment(path, flags);
-  const loaded = await loadSweepConfig(path);
-  const config: SweepConfig = {
-    ...loaded,
-    ...(flags.seeds ? { seeds: flags.seeds } : {}),
-    ...(flags.budgets ? { budgets: flags.budgets } : {}),
-    ...(flags.concurrency ? { concurrency: flags.concurrency } : {}),
-    ...(flags.transport ? { transport: flags.transport } : {}),
+/**
+ * A new run, or the continuation of one. `--resume DIR` must find a run there; a bare `--resume`
+ * (job scripts: the same command for the first attempt and every requeue) continues the
+ * --results/--run-id folder when it holds a run and starts it otherwise.
+ */
+async function openRun(given: SweepConfig | undefined, flags: SweepFlags, progress: Progress): Promise<SweepRun> {
+  const shard = flags.shard === undefined ? undefined : parseShard(flags.shard);
+  const common = { backend: flags.backend, resultsDir: flags.results, progress, ...(shard ? { shard } : {}) };
+  const needConfig = (why: string) => {
+    if (!given) throw new ConfigError(`a config (a path or a preset name) is needed ${why}`);
+    return given;
   };
-  const progress = createProgress();
-  const run = await SweepRun.start(config, {
-    backend: flags.backend,
-    resultsDir: flags.results,
-    runId: flags.runId,
-    progress,
-  });
+  if (flags.resume === undefined) return SweepRun.start(needConfig('to start a run'), { ...common, runId: flags.runId });
+  if (typeof flags.resume === 'string' && flags.runId) throw new ConfigError('--resume DIR names the run folder already; leave out --run-id (or give a bare --resume with --run-id)');
+  if (flags.resume === true && !flags.runId) throw new ConfigError('a bare --resume continues the --run-id folder: give --run-id too, or --resume results/<run-id>');
+  const dir = typeof flags.resume === 'string' ? flags.resume : join(flags.results, flags.runId as string);
+  const folder = await readRunFolder(dir);
+  if (!folder) {
+    if (typeof flags.resume === 'string') throw new RunFolderError(`nothing to resume in ${dir}: it has no manifest.json (is it a run folder, results/<run-id>/?)`);
+    progress.log(`no run in ${dir} yet: starting it`);
+    return SweepRun.start(needConfig(`to start ${dir}`), { ...common, runId: flags.runId });
+  }
+  const recorded = folder.manifest.config;
+  // Without a config argument, --seeds/--budgets still ask for cells: check them against the run's.
+  const candidate = given ?? { ...recorded, ...(flags.seeds ? { seeds: flags.seeds } : {}), ...(flags.budgets ? { budgets: flags.budgets } : {}) };
+  const runtime = { ...(flags.concurrency ? { concurrency: flags.concurrency } : {}), ...(flags.transport ? { transport: flags.transport } : {}) };
+  return SweepRun.resume(dir, configForResume(dir, recorded, candidate, runtime), common);
+}
+
+async function sweep(configArg: string | undefined, flags: SweepFlags): Promise<number> {
+  let given: SweepConfig | undefined;
+  if (configArg !== undefined) {
+    const path = resolveConfigPath(configArg);
+    if (isExperimentConfig(readJson(path))) return experiment(path, flags);
+    const loaded = await loadSweepConfig(path);
+    given = {
+      ...loaded,
+      ...(flags.seeds ? { seeds: flags.seeds } : {}),
+      ...(flags.budgets ? { budgets: flags.budgets } : {}),
+      ...(flags.concurrency ? { concurrency: flags.concurrency } : {}),
+      ...(flags.transport ? { transport: flags.transport } : {}),
+    };
+  }
+  // With --json, stdout carries the events only (one JSON object a line); the summary goes to stderr.
+  const progress = flags.json ? createJsonProgress(process.stdout) : createProgress();
+  const say = flags.json ? (text: string) => console.error(text) : (text: string) => console.log(text);
+  const run = await openRun(given, flags, progress);
+  const config = run.config;
   // An interrupt keeps every finished cell: they are already in cells.jsonl, and the aggregates
-  // and manifest are written from them before exiting.
+  // and manifest are written from them before exiting (--resume continues from there).
   let interrupted = false;
   const onSignal = (signal: string) => {
     if (interrupted) process.exit(EXIT.interrupted);
@@ -124,26 +163,51 @@ async function sweep(configArg: string, flags: SweepFlags): Promise<number> {
   };
   process.once('SIGINT', () => onSignal('SIGINT'));
   process.once('SIGTERM', () => onSignal('SIGTERM'));
-  const results = await run.runAll();
+  await run.runAll();
   if (interrupted) return new Promise(() => {}); // the signal handler exits
   await run.finish('finished');
-  console.log(`\n${config.name}: ρ = 1 − agreement with the target on ${config.dataset.evalSize} unseen ${config.dataset.name === "mnist" ? "MNIST" : "Fashion-MNIST"} test images`);
-  console.log(`backend ${run.env.backend.name}${run.env.backend.gpu ? ' (GPU)' : ''}\n`);
-  console.log(formatSummary(results));
+  const results = run.results;
+  say(`\n${config.name}: ρ = 1 − agreement with the target on ${config.dataset.evalSize} unseen ${config.dataset.name === "mnist" ? "MNIST" : "Fashion-MNIST"} test images`);
+  say(`backend ${run.backend.name}${run.backend.gpu ? ' (GPU)' : ''}${run.shard.count > 1 ? ` · shard ${formatShard(run.shard)} (${run.cells.length} cells; merge the shards with rhobench merge)` : ''}\n`);
+  say(formatSummary(results));
   if (config.taskSets.length) {
-    console.log(`\naveraged over sampled tasks (ρ per seed = mean over tasks; ± = 95% t over seeds):\n${formatTaskCurves(toTaskCurves(results, config.taskSets))}`);
+    say(`\naveraged over sampled tasks (ρ per seed = mean over tasks; ± = 95% t over seeds):\n${formatTaskCurves(toTaskCurves(results, config.taskSets))}`);
   }
   if (config.seeds.length > 1) {
-    console.log(
+    say(
       `\n(ε, δ): δ̂ = P(ρ ≤ ε) over ${config.seeds.length} seeds [95% Clopper–Pearson]; eps-delta.csv has every row:\n` +
         formatEpsDelta(toEpsDelta(results, config.taskSets, config.epsilons)),
     );
   }
-  if (config.reference?.length) console.log(`\nbeside the published figures:\n${formatReferences(compareReferences(config.reference, results))}`);
+  if (config.reference?.length) say(`\nbeside the published figures:\n${formatReferences(compareReferences(config.reference, results))}`);
   const failed = results.filter((r) => r.status === 'failed');
-  console.log(`\nresults: ${run.files.dir}`);
+  say(`\nresults: ${run.files.dir}`);
   if (failed.length) {
-    console.error(`${failed.length} of ${results.length} cells failed; their errors are in cells.jsonl`);
+    console.error(`${failed.length} of ${results.length} cells failed; their errors are in cells.jsonl (--resume runs them again)`);
+    return EXIT.cellsFailed;
+  }
+  return EXIT.ok;
+}
+
+interface MergeFlags {
+  allowPartial?: boolean;
+}
+
+async function merge(out: string, dirs: string[], flags: MergeFlags): Promise<number> {
+  const log = (line: string) => console.error(line);
+  const outcome = await mergeRuns(out, dirs, { allowPartial: flags.allowPartial, log });
+  const { plan } = outcome;
+  for (const w of plan.warnings) log(`warning: ${w}`);
+  if (!outcome.written) {
+    log(`rhobench: not merged: ${describeMissing(plan)}.\nRun the missing shards (or resume the unfinished ones with --resume), or pass --allow-partial to merge what there is.`);
+    return EXIT.incomplete;
+  }
+  const c = outcome.manifest!.cells;
+  if (plan.missingCells.length) log(`warning: partial merge (status interrupted): ${describeMissing(plan)}`);
+  console.log(`merged ${plan.sources.length} of ${plan.shardCount} shard${plan.shardCount > 1 ? 's' : ''} into ${out}: ${plan.results.length} of ${plan.total} cells (${c.ok} ok, ${c.notApplicable} n/a, ${c.failed} failed)`);
+  console.log(formatSummary(plan.results));
+  if (c.failed) {
+    console.error(`${c.failed} cells failed; their errors are in ${join(out, 'cells.jsonl')} (resume their shards to run them again, then merge again)`);
     return EXIT.cellsFailed;
   }
   return EXIT.ok;
@@ -178,12 +242,14 @@ function list(what?: string): number {
 const program = new Command()
   .name('rhobench')
   .description('Imitation-privacy benchmark: how well can an attacker copy a model it can only query?')
-  .showHelpAfterError();
+  .showHelpAfterError()
+  // Usage errors (a bad flag value, a missing argument) are bad input: exit 2, as for configs.
+  .exitOverride();
 
 program
   .command('sweep')
-  .description('run a sweep config (a path, or a preset name from `rhobench list presets`)')
-  .argument('<config>', 'sweep config JSON file or preset name')
+  .description('run a sweep config (a path, or a preset name from `rhobench list presets`), or continue a run with --resume')
+  .argument('[config]', 'sweep config JSON file or preset name (optional with --resume: the run folder\'s manifest has it)')
   .addOption(new Option('-b, --backend <name>', 'tfjs backend (overrides the config)').choices([...BACKEND_NAMES]))
   .option('-r, --results <dir>', 'folder for run folders', join(REPO_ROOT, 'results'))
   .option('--run-id <id>', 'name of the run folder (default <config name>-<timestamp>)')
@@ -191,8 +257,21 @@ program
   .option('--budgets <list>', 'override the query budgets, e.g. 100,1000', intList)
   .option('-c, --concurrency <n>', 'cells in flight at once (overrides the config)', positiveInt)
   .addOption(new Option('-t, --transport <name>', 'how attacks reach the targets (overrides the config)').choices([...TRANSPORTS]))
-  .action(async (config: string, flags: SweepFlags) => {
+  .option('--resume [dir]', 'continue the run in DIR (results/<run-id>): keep its finished cells, run failed and missing ones; bare --resume continues --run-id, or starts it when it holds no run yet')
+  .option('--shard <i/n>', 'run shard i of n (0-based, 0 ≤ i < n): the grid cells whose index mod n is i; merge the shards with `rhobench merge`')
+  .option('--json', 'progress as JSON lines on stdout (events start, cell-start, cell-end, log, finish); the summary goes to stderr')
+  .action(async (config: string | undefined, flags: SweepFlags) => {
     process.exitCode = await sweep(config, flags);
+  });
+
+program
+  .command('merge')
+  .description('merge shard run folders (rhobench sweep --shard i/n) into one run folder; exits 3 when shards or cells are missing')
+  .argument('<out>', 'run folder to write: a new folder, or the output of an earlier merge (replaced)')
+  .argument('<dirs...>', 'the shards\' run folders')
+  .option('--allow-partial', 'write the merge even when shards or cells are missing (its manifest then says interrupted)')
+  .action(async (out: string, dirs: string[], flags: MergeFlags) => {
+    process.exitCode = await merge(out, dirs, flags);
   });
 
 program
@@ -256,7 +335,13 @@ registerServeCommand(program);
 try {
   await program.parseAsync();
 } catch (err) {
-  if (err instanceof ConfigError || err instanceof BackendUnavailable || err instanceof DatasetError || err instanceof RunFolderError || err instanceof IncomparableRunsError) {
+  if (err instanceof CommanderError) {
+    // commander has printed the message (or the help, whose code is 0).
+    process.exitCode = err.exitCode === 0 ? EXIT.ok : EXIT.badInput;
+  } else if (
+    err instanceof ConfigError || err instanceof BackendUnavailable || err instanceof DatasetError || err instanceof RunFolderError ||
+    err instanceof IncomparableRunsError || err instanceof ShardError || err instanceof MergeError
+  ) {
     console.error(`rhobench: ${err.message}`);
     process.exitCode = EXIT.badInput;
   } else {
