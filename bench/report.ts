@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { toCurves, toTaskCurves, type CurvePoint, type TaskCurvePoint } from './aggregate.ts';
 import { expandCells } from './grid.ts';
 import type { Manifest } from './manifest.ts';
+import { queryGridPath } from './query-samples.ts';
 import { shardCells, WHOLE, type Shard } from './shard.ts';
 import { planPlots, readRhoFile, readRunJson, renderSvg, RunFolderError, type RhoFile } from './plots.ts';
 import type { CellResult } from './types.ts';
@@ -265,6 +266,28 @@ function inlineSvg(svg: string): string {
 }
 
 /** The whole report as one HTML page: no scripts, no external resources. */
+/** The sample-query grids of the run, inlined as data: URIs so the page stays one file. */
+async function sampleQueryFigures(dir: string, cells: readonly CellResult[]): Promise<string[]> {
+  const seen = new Set<string>();
+  const figures: string[] = [];
+  for (const cell of cells) {
+    const path = queryGridPath(dir, cell);
+    if (seen.has(path)) continue;
+    seen.add(path);
+    let png: Buffer;
+    try {
+      png = await readFile(path);
+    } catch {
+      continue; // not drawn (a cell that sent no query, or a run from before samples were kept)
+    }
+    const caption = `${cell.target} · ${cell.attack} · ${cell.side}`;
+    figures.push(
+      `<figure class="queries"><img alt="${escapeHtml(`sample queries: ${caption}`)}" src="data:image/png;base64,${png.toString('base64')}"><figcaption>${escapeHtml(caption)}</figcaption></figure>`,
+    );
+  }
+  return figures;
+}
+
 export async function buildReportHtml(runDir: string): Promise<string> {
   const run = await readRun(runDir);
   const m = run.manifest;
@@ -274,6 +297,7 @@ export async function buildReportHtml(runDir: string): Promise<string> {
   const plots = await Promise.all(
     plans.map(async (p) => `<figure id="${escapeHtml(p.name)}" data-target="${escapeHtml(p.target)}">${inlineSvg(await renderSvg(p.spec))}</figure>`),
   );
+  const queryGrids = await sampleQueryFigures(run.dir, run.cells);
   const notices: string[] = [];
   if (m.status === 'running') {
     const of = run.plannedCells ? ` of ${run.plannedCells}` : '';
@@ -306,6 +330,7 @@ ${summaryTable(run.rho)}
 <h2>Plots</h2>
 ${plots.length ? plots.join('\n') : '<p>Nothing to plot yet.</p>'}
 ${unplotted.length ? `<p>No ρ to plot for ${unplotted.map((t) => escapeHtml(t)).join(', ')}: every cell failed or was not applicable.</p>` : ''}
+${queryGrids.length ? `<h2>Sample queries</h2>\n<p>The first queries each attack sent (per target and side information, from the first cell that ran), with the class the API returned and its probability when it disclosed one.</p>\n${queryGrids.join('\n')}` : ''}
 <h2>(ε, δ) imitation privacy</h2>
 ${run.epsDelta ? epsDeltaTable(run.epsDelta) : `<p>${m.status === 'running' ? 'Written when the run ends.' : 'No eps-delta.json in this run folder.'}</p>`}
 <h2>Failed cells</h2>

@@ -12,6 +12,7 @@ import { initBackend, type BackendInfo, type BackendName } from '../models/backe
 import { getTarget } from '../models/targets/index.ts';
 import type { StudentSpec, Target } from '../models/types.ts';
 import type { Oracle } from '../serve/types.ts';
+import { QuerySampler } from './query-samples.ts';
 import { scoreImitation } from './score.ts';
 import { ConfigError, type SweepConfig } from './config.ts';
 import { cellConfigDifferences, cellKey, expandCells } from './grid.ts';
@@ -50,6 +51,8 @@ export interface SweepEnv {
   /** By poolKey of each side-information level's pool. */
   pools: Map<string, Split>;
   transport: Transport;
+  /** Keeps the first queries of each (target, attack, side) for a picture in plots/. */
+  samples?: QuerySampler;
 }
 
 export async function prepareSweep(config: SweepConfig, opts: SweepOptions = {}): Promise<SweepEnv> {
@@ -75,7 +78,8 @@ export async function prepareSweep(config: SweepConfig, opts: SweepOptions = {})
     cacheDir,
     log: (m) => progress.log(m),
   });
-  return { config, backend, dataset, evalSplit: dataset.split('eval'), targets, pools, transport };
+  const samples = new QuerySampler(opts.runDir, dataset.inputShape, (m) => progress.log(m));
+  return { config, backend, dataset, evalSplit: dataset.split('eval'), targets, pools, transport, samples };
 }
 
 export async function disposeSweep(env: SweepEnv): Promise<void> {
@@ -118,18 +122,21 @@ export async function runCell(env: SweepEnv, cell: Cell, onStep?: Progress['cell
     if (!pool) throw new Error(`no pool ${poolKey(side.pool)} was loaded`);
     if (side.disclosure.kind === 'leaf' && !target.leafIds) throw new NotApplicable(`leaf answers need a tree target; ${target.id} is a ${target.family}`);
     oracle = env.transport.oracle(target, side, cell.budget);
-    const imitation = await getAttack(cell.attack).run({
-      oracle,
-      pool,
-      inputShape: env.dataset.inputShape,
-      classes: target.classes,
-      side,
-      student,
-      targetArch: target.arch,
-      ...(side.architecture === 'known' && target.model ? { known: target.model } : {}),
-      seed: cell.seed,
-      onProgress: onStep,
-    });
+    const sampling = env.samples?.wrap(oracle, cell);
+    const imitation = await getAttack(cell.attack)
+      .run({
+        oracle: sampling?.oracle ?? oracle,
+        pool,
+        inputShape: env.dataset.inputShape,
+        classes: target.classes,
+        side,
+        student,
+        targetArch: target.arch,
+        ...(side.architecture === 'known' && target.model ? { known: target.model } : {}),
+        seed: cell.seed,
+        onProgress: onStep,
+      })
+      .finally(() => sampling?.save());
     try {
       const score = await scoreImitation(imitation, target, relabel(env.evalSplit, target.task ?? 'digits'), env.dataset.inputShape);
       return { ...base, ...score, status: 'ok', queries: oracle.spent, seconds: (performance.now() - started) / 1000 };

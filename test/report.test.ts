@@ -202,7 +202,8 @@ test('report.html: plots inline, failed cell escaped, GPU stated, (ε, δ) table
   assert.match(html, '<h1>report-fixture — report-fixture-1 <span class="status finished">finished</span></h1>');
   assert.match(html, '<th class="num">ε = 0.05</th>');
   assert.not.match(html, /https?:\/\//, 'no URL at all: the page loads nothing');
-  assert.not.match(html, /<(link|img|iframe|object|embed)\b/i);
+  assert.not.match(html, /<(link|iframe|object|embed)\b/i);
+  assert.not.match(html, /<img\b(?![^>]*src="data:)/i, 'images only as data: URIs');
 
   // The summary table holds the same means as the aggregate.
   const point = toCurves(cells).find((c) => c.target === 'svm-rbf' && c.attack === 'knockoff' && c.side === 'same+probs')!.points[2];

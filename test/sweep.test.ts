@@ -1,7 +1,9 @@
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import sharp from 'sharp';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import { queryGridPath } from '../bench/query-samples.ts';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ATTACKS } from '../attacks/index.ts';
@@ -65,6 +67,18 @@ test('a sweep writes every file, one line per cell, and records n/a cells', asyn
   assert.is(manifest.backend.gpu, false);
   assert.is(manifest.cells.total, cells.length);
   assert.is(manifest.targets[0].id, 'nb');
+
+  // One picture of sample queries per (target, attack, side) that sent any; the n/a cell sent none.
+  const grid = (attack: string, side: string) => queryGridPath(dir, { target: 'nb', attack, side });
+  for (const [attack, side] of [['knockoff', 'same+probs'], ['knockoff', 'noise+label'], ['distillation', 'same+probs']]) {
+    const meta = await sharp(grid(attack, side)).metadata();
+    assert.ok(meta.width! > 8 * 28 && meta.height! > 4 * 28, `${attack} ${side}: ${meta.width}×${meta.height}`);
+  }
+  assert.not.ok(existsSync(grid('distillation', 'noise+label')));
+  const html = readFileSync(join(dir, 'report.html'), 'utf8');
+  assert.is(html.match(/<img [^>]*src="data:image\/png;base64,/g)?.length, 3);
+  assert.ok(existsSync(join(dir, 'plots', 'rho-nb.svg')));
+  assert.ok(existsSync(join(dir, 'benchmark.json')));
 });
 
 let env: SweepEnv;
