@@ -1,7 +1,6 @@
 import { CholeskyDecomposition, EigenvalueDecomposition, Matrix, SingularValueDecomposition } from 'ml-matrix';
-import { gaussians } from '../bench/experiments/synthetic.ts';
 import type { Rows64 } from '../models/learners/types.ts';
-import { rng } from '../models/seed.ts';
+import { gaussians, rng } from '../models/seed.ts';
 import type { TrainingApi } from '../serve/training.ts';
 
 /**

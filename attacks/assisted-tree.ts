@@ -1,5 +1,4 @@
-import { gaussians } from '../bench/experiments/synthetic.ts';
-import { rng } from '../models/seed.ts';
+import { gaussians, rng } from '../models/seed.ts';
 import type { TrainingApi } from '../serve/training.ts';
 
 /**

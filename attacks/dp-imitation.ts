@@ -1,5 +1,5 @@
 import { EigenvalueDecomposition, Matrix } from 'ml-matrix';
-import { columnMeans } from '../models/learners/ridge.ts';
+import { centredGram } from '../models/learners/ridge.ts';
 import { checkRows, type Rows64 } from '../models/learners/types.ts';
 
 /**
@@ -60,21 +60,12 @@ export function laplaceRelease(rows: Rows64, epsilon: number, sensitivity: numbe
  */
 export function correctedLeastSquares(rows: Rows64, y: Float64Array, rowNoiseVariance: Float64Array): Float64Array {
   checkRows(rows, y);
-  const { n, d, x } = rows;
+  const { n, d } = rows;
   if (rowNoiseVariance.length !== n) throw new RangeError(`${rowNoiseVariance.length} noise variances for ${n} rows`);
-  const mean = columnMeans(rows);
-  const yMean = y.reduce((s, v) => s + v, 0) / n;
+  const centred = centredGram(rows, y);
+  const { xty, mean, yMean } = centred;
   const gram = new Matrix(d, d);
-  const xty = new Float64Array(d);
-  const row = new Float64Array(d);
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j < d; j++) row[j] = x[i * d + j] - mean[j];
-    const yi = y[i] - yMean;
-    for (let j = 0; j < d; j++) {
-      xty[j] += row[j] * yi;
-      for (let k = j; k < d; k++) gram.set(j, k, gram.get(j, k) + row[j] * row[k]);
-    }
-  }
+  for (let j = 0; j < d; j++) for (let k = 0; k < d; k++) gram.set(j, k, centred.gram[j * d + k]);
   let noise = 0;
   let noiseSquares = 0;
   for (let i = 0; i < n; i++) {
@@ -82,10 +73,7 @@ export function correctedLeastSquares(rows: Rows64, y: Float64Array, rowNoiseVar
     noiseSquares += rowNoiseVariance[i] ** 2;
   }
   noise *= 1 - 1 / n;
-  for (let j = 0; j < d; j++) {
-    for (let k = 0; k < j; k++) gram.set(j, k, gram.get(k, j));
-    gram.set(j, j, gram.get(j, j) - noise);
-  }
+  for (let j = 0; j < d; j++) gram.set(j, j, gram.get(j, j) - noise);
   const evd = new EigenvalueDecomposition(gram, { assumeSymmetric: true });
   // Without noise the floor is 0 and this is plain least squares (a singular Gram matrix still is).
   const lowest = Math.max(Math.sqrt(5 * noiseSquares), Number.MIN_VALUE);

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { toCurves, type Curve, type CurvePoint } from './aggregate.ts';
 import { curveKey } from './grid.ts';
 import type { Manifest } from './manifest.ts';
-import { readCells, RunFolderError } from './writers.ts';
+import { readCells, readRunJson, RunFolderError } from './writers.ts';
 
 /*
  * Comparing two sweep runs, point by point (curve × budget), to gate a nightly job.
@@ -162,12 +162,6 @@ const manifestSchema = z.looseObject({
   backend: z.looseObject({ name: z.string(), gpu: z.boolean() }),
 });
 
-function issuesText(issues: z.core.$ZodIssue[]): string {
-  return issues
-    .slice(0, 5)
-    .map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`)
-    .join('; ');
-}
 
 async function exists(path: string): Promise<boolean> {
   try {
@@ -178,23 +172,6 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-async function readJsonFile<T>(path: string, schema: z.ZodType<T>, what: string): Promise<T> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw new RunFolderError(`cannot read ${path}: ${(err as Error).message}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    throw new RunFolderError(`${path} is corrupt (not valid JSON: ${(err as Error).message})`);
-  }
-  const parsed = schema.safeParse(json);
-  if (!parsed.success) throw new RunFolderError(`${path} is not ${what}: ${issuesText(parsed.error.issues)}`);
-  return parsed.data;
-}
 
 /**
  * A sweep run folder (results/<run-id>/): its manifest and ρ curves. The curves come from rho.json,
@@ -204,10 +181,10 @@ export async function loadRun(dir: string): Promise<LoadedRun> {
   if (!(await exists(dir))) throw new RunFolderError(`run folder ${dir} does not exist`);
   const manifestPath = join(dir, 'manifest.json');
   if (!(await exists(manifestPath))) throw new RunFolderError(`${dir} has no manifest.json: is it a sweep run folder (results/<run-id>/)?`);
-  const manifest = (await readJsonFile(manifestPath, manifestSchema, 'a sweep manifest')) as unknown as Manifest;
+  const manifest = (await readRunJson(manifestPath, manifestSchema, { what: 'a sweep manifest' })) as unknown as Manifest;
   const rhoPath = join(dir, 'rho.json');
   if (await exists(rhoPath)) {
-    const { curves } = await readJsonFile(rhoPath, rhoFileSchema, 'a rho.json of curves');
+    const { curves } = await readRunJson(rhoPath, rhoFileSchema, { what: 'a rho.json of curves' });
     return { dir, manifest, curves: curves as Curve[], source: 'rho.json', tornLine: false };
   }
   const cellsPath = join(dir, 'cells.jsonl');

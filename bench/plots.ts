@@ -1,5 +1,5 @@
 import { mkdir, readFile } from 'node:fs/promises';
-import { RunFolderError, writeAtomic } from './writers.ts';
+import { readRunJson, RunFolderError, writeAtomic } from './writers.ts';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import type { TopLevelSpec } from 'vega-lite';
@@ -190,33 +190,8 @@ export function planPlots(rho: RhoFile): PlotPlan[] {
 }
 
 
-export { RunFolderError };
+export { readRunJson, RunFolderError };
 
-/** Parses a JSON file of a run folder against a schema; undefined when it is absent and `optional`. */
-export async function readRunJson<T>(path: string, schema: z.ZodType<T>, optional: true): Promise<T | undefined>;
-export async function readRunJson<T>(path: string, schema: z.ZodType<T>, optional?: false): Promise<T>;
-export async function readRunJson<T>(path: string, schema: z.ZodType<T>, optional = false): Promise<T | undefined> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' && optional) return undefined;
-    throw new RunFolderError(code === 'ENOENT' ? `${path} is missing` : `cannot read ${path}: ${(err as Error).message}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    throw new RunFolderError(`${path} is not valid JSON (${(err as Error).message}); was the run killed while writing it?`);
-  }
-  const parsed = schema.safeParse(json);
-  if (!parsed.success) {
-    const issues = parsed.error.issues.slice(0, 5).map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
-    throw new RunFolderError(`${path} does not have the expected shape: ${issues.join('; ')}`);
-  }
-  return parsed.data;
-}
 
 // The fields plots and the report read; anything else in rho.json passes through.
 const point = z.looseObject({ budget: z.number(), n: z.number(), rhoMean: z.number().nullable(), rhoLow: z.number().nullable(), rhoHigh: z.number().nullable(), status: z.string() });

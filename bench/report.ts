@@ -111,7 +111,7 @@ export async function readRun(runDir: string): Promise<RunData> {
   const rho = rhoFromFile
     ? await readRhoFile(dir)
     : { curves: toCurves(read.cells), taskCurves: toTaskCurves(read.cells, taskSets) };
-  const epsDelta = running ? undefined : await readRunJson(join(dir, 'eps-delta.json'), epsDeltaSchema, true);
+  const epsDelta = running ? undefined : await readRunJson(join(dir, 'eps-delta.json'), epsDeltaSchema, { optional: true });
   let plannedCells: number | undefined;
   try {
     // A shard plans only its slice of the grid.

@@ -1,5 +1,4 @@
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import pLimit from 'p-limit';
 import { z } from 'zod';
@@ -24,7 +23,7 @@ import { openTransport, type Transport } from './transport.ts';
 import { writePlots } from './plots.ts';
 import { writeReport } from './report.ts';
 import { writeTrackerJson } from './tracker.ts';
-import { readCells, RunFiles, RunFolderError, writeAtomic } from './writers.ts';
+import { readCells, readRunJson, RunFiles, RunFolderError, writeAtomic } from './writers.ts';
 import { compareReferences } from './reference.ts';
 
 export interface SweepOptions {
@@ -229,25 +228,12 @@ export interface RunFolder {
  */
 export async function readRunFolder(dir: string): Promise<RunFolder | undefined> {
   const path = join(dir, 'manifest.json');
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new RunFolderError(`cannot read ${path}: ${(err as Error).message}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    throw new RunFolderError(`${path} is corrupt (not valid JSON: ${(err as Error).message})`);
-  }
-  const parsed = runManifestSchema.safeParse(json);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new RunFolderError(`${path} is not a sweep manifest (${issue.path.join('.') || '(root)'}: ${issue.message}); experiment runs cannot be resumed or merged`);
-  }
-  const manifest = parsed.data as unknown as RunManifest;
+  const parsed = await readRunJson(path, runManifestSchema, {
+    optional: true,
+    what: 'a sweep manifest (experiment runs cannot be resumed or merged)',
+  });
+  if (!parsed) return undefined;
+  const manifest = parsed as unknown as RunManifest;
   if (manifest.shard) {
     try {
       checkShard(manifest.shard, `${path} shard`);

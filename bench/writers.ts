@@ -1,5 +1,6 @@
 import { appendFile, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { z } from 'zod';
 import { toCurves, toEpsDelta, toTaskCurves, type TaskCurve, type TaskGroup } from './aggregate.ts';
 import { DEFAULT_EPSILONS } from './privacy.ts';
 import type { CellResult } from './types.ts';
@@ -57,6 +58,39 @@ export async function writeAtomic(path: string, text: string | Uint8Array): Prom
 /** A run folder file that is missing, unreadable or malformed; the message names the file. */
 export class RunFolderError extends Error {
   readonly name = 'RunFolderError';
+}
+
+export interface ReadRunJsonOptions {
+  /** A missing file gives undefined instead of an error. */
+  optional?: boolean;
+  /** What the file should be, for the message when it is not (e.g. "a sweep manifest"). */
+  what?: string;
+}
+
+/** Reads and validates a JSON file of a run folder; every failure is a RunFolderError naming the file. */
+export async function readRunJson<T>(path: string, schema: z.ZodType<T>, opts: ReadRunJsonOptions & { optional: true }): Promise<T | undefined>;
+export async function readRunJson<T>(path: string, schema: z.ZodType<T>, opts?: ReadRunJsonOptions & { optional?: false }): Promise<T>;
+export async function readRunJson<T>(path: string, schema: z.ZodType<T>, opts: ReadRunJsonOptions = {}): Promise<T | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' && opts.optional) return undefined;
+    throw new RunFolderError(code === 'ENOENT' ? `${path} is missing` : `cannot read ${path}: ${(err as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new RunFolderError(`${path} is not valid JSON (corrupt: ${(err as Error).message}); was the run killed while writing it?`);
+  }
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.slice(0, 5).map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
+    throw new RunFolderError(`${path} ${opts.what ? `is not ${opts.what}` : 'does not have the expected shape'}: ${issues.join('; ')}`);
+  }
+  return parsed.data;
 }
 
 /**

@@ -1,6 +1,5 @@
-import { gaussians } from '../bench/experiments/synthetic.ts';
-import type { Rows64 } from '../models/learners/types.ts';
-import { rng } from '../models/seed.ts';
+import { rowsTimes, type Rows64 } from '../models/learners/types.ts';
+import { gaussians, rng } from '../models/seed.ts';
 import { subsetTask, taskPositives, type TaskName } from './tasks.ts';
 
 /**
@@ -108,16 +107,10 @@ export type RegressionTaskKind = (typeof REGRESSION_TASK_KINDS)[number];
 const RIDGES = 3;
 
 function linearTask(rows: Rows64, random: () => number): Float64Array {
-  const { x, n, d } = rows;
+  const { d } = rows;
   // β ~ N(0, I/d): y keeps the scale of one standardised feature whatever d is.
   const beta = gaussians(d, random).map((b) => b / Math.sqrt(d));
-  const y = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    let s = 0;
-    for (let j = 0; j < d; j++) s += x[i * d + j] * beta[j];
-    y[i] = s;
-  }
-  return y;
+  return rowsTimes(rows, beta);
 }
 
 function smoothTask(rows: Rows64, random: () => number): Float64Array {

@@ -57,3 +57,16 @@ export function shuffleInPlace(a: Int32Array, random: () => number): Int32Array 
   }
   return a;
 }
+
+/** Standard normal draws by Box–Muller from a seeded uniform generator. */
+export function gaussians(count: number, random: () => number): Float64Array {
+  const out = new Float64Array(count);
+  for (let i = 0; i < count; i += 2) {
+    // 1 − u keeps the logarithm's argument in (0, 1].
+    const r = Math.sqrt(-2 * Math.log(1 - random()));
+    const t = 2 * Math.PI * random();
+    out[i] = r * Math.cos(t);
+    if (i + 1 < count) out[i + 1] = r * Math.sin(t);
+  }
+  return out;
+}

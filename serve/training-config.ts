@@ -4,7 +4,7 @@ import { ConfigError } from '../bench/config.ts';
 import { logGrid } from '../models/learners/cv.ts';
 import { LEARNERS, getLearner } from '../models/learners/index.ts';
 import type { Rows64 } from '../models/learners/types.ts';
-import { rng } from '../models/seed.ts';
+import { gaussians, rng } from '../models/seed.ts';
 import { TrainingService, type TrainingServiceOptions } from './training.ts';
 import type { TrainingServerOptions } from './training-server.ts';
 
@@ -61,17 +61,9 @@ export const trainingServeSchema = z
 
 export type TrainingServeConfig = z.output<typeof trainingServeSchema>;
 
-/** n rows of d standard normal features (Box–Muller on the seeded generator). */
+/** n rows of d standard normal features from the seed. */
 export function gaussianRows(n: number, d: number, seed: number): Rows64 {
-  const random = rng(seed, 'training-data');
-  const x = new Float64Array(n * d);
-  for (let i = 0; i < x.length; i += 2) {
-    const r = Math.sqrt(-2 * Math.log(1 - random()));
-    const t = 2 * Math.PI * random();
-    x[i] = r * Math.cos(t);
-    if (i + 1 < x.length) x[i + 1] = r * Math.sin(t);
-  }
-  return { x, n, d };
+  return { x: gaussians(n * d, rng(seed, 'training-data')), n, d };
 }
 
 export function trainingServiceOptions(cfg: TrainingServeConfig): TrainingServiceOptions {

@@ -12,11 +12,10 @@ import {
 import { buildDictionary, coefficientGrid, nearestOutcome, quantise } from '../attacks/restricted-outcome.ts';
 import { assistedTree } from '../bench/experiments/assisted-tree.ts';
 import { restrictedOutcome } from '../bench/experiments/restricted-outcome.ts';
-import { gaussians } from '../bench/experiments/synthetic.ts';
 import { getLearner } from '../models/learners/index.ts';
 import { leafTotal, regressionTree, treeFitted, treeSplits } from '../models/learners/tree-regression.ts';
 import type { Rows64 } from '../models/learners/types.ts';
-import { rng, shuffleInPlace } from '../models/seed.ts';
+import { gaussians, rng, shuffleInPlace } from '../models/seed.ts';
 import { TrainingService } from '../serve/training.ts';
 
 const column = (x: Float64Array): Rows64 => ({ x, n: x.length, d: 1 });

@@ -5,10 +5,9 @@ import { centredSpanBasis, featuresFromBasis, gaussianRows, probeWithRandomLabel
 import { correctedLeastSquares, laplaceNoise } from '../attacks/dp-imitation.ts';
 import { assistedLinear, assistedLinearSchema } from '../bench/experiments/assisted-linear.ts';
 import { dpImitation, dpImitationSchema } from '../bench/experiments/dp-imitation.ts';
-import { gaussians } from '../bench/experiments/synthetic.ts';
 import type { ExperimentRow } from '../bench/experiments/types.ts';
 import { ridge } from '../models/learners/ridge.ts';
-import { rng } from '../models/seed.ts';
+import { gaussians, rng } from '../models/seed.ts';
 import { assistedLearning, ridgeAssistant } from '../serve/assisted.ts';
 import { TrainingService } from '../serve/training.ts';
 import { rejection } from './helpers.ts';

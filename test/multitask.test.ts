@@ -12,8 +12,7 @@ import type { CellResult } from '../bench/types.ts';
 import { sampleRegressionTasks, sampleTasks, taskCapacity, TASK_KINDS, type TaskSamplerSpec } from '../datasets/task-sampler.ts';
 import { isTask, relabel, taskPositives, type TaskName } from '../datasets/tasks.ts';
 import type { Split } from '../datasets/types.ts';
-import { gaussians } from '../bench/experiments/synthetic.ts';
-import { rng } from '../models/seed.ts';
+import { gaussians, rng } from '../models/seed.ts';
 import { TEST_CACHE } from './helpers.ts';
 
 const family = (over: Partial<TaskSamplerSpec> = {}): TaskSamplerSpec => ({ sampler: 'mnist-family', count: 6, seed: 1, kinds: TASK_KINDS, ...over });

@@ -10,10 +10,9 @@ import {
 import { sampleRegressionTasks } from '../../datasets/task-sampler.ts';
 import { ridge } from '../../models/learners/ridge.ts';
 import type { Rows64 } from '../../models/learners/types.ts';
-import { rng } from '../../models/seed.ts';
+import { gaussians, rng } from '../../models/seed.ts';
 import { TrainingService } from '../../serve/training.ts';
 import { rhoRegression } from '../metric.ts';
-import { gaussians } from './synthetic.ts';
 import type { Experiment, ExperimentRow } from './types.ts';
 
 /**

@@ -2,10 +2,9 @@ import { z } from 'zod';
 import { coverCuts, kendallTau, recoverOrder, recoverValues, sameUpToReversal } from '../../attacks/assisted-tree.ts';
 import { regressionTree } from '../../models/learners/tree-regression.ts';
 import type { Learner, Rows64 } from '../../models/learners/types.ts';
-import { rng, shuffleInPlace } from '../../models/seed.ts';
+import { gaussians, rng, shuffleInPlace } from '../../models/seed.ts';
 import { TrainingService } from '../../serve/training.ts';
 import { rhoRegression } from '../metric.ts';
-import { gaussians } from './synthetic.ts';
 import type { Experiment, ExperimentContext, ExperimentRow } from './types.ts';
 
 /**

@@ -2,9 +2,8 @@ import { z } from 'zod';
 import { correctedLeastSquares, laplaceRelease } from '../../attacks/dp-imitation.ts';
 import { linearPredict, ridge } from '../../models/learners/ridge.ts';
 import type { Rows64 } from '../../models/learners/types.ts';
-import { rng } from '../../models/seed.ts';
+import { gaussians, rng } from '../../models/seed.ts';
 import { rhoRegression } from '../metric.ts';
-import { gaussians } from './synthetic.ts';
 import type { Experiment, ExperimentRow } from './types.ts';
 
 /**

@@ -3,11 +3,10 @@ import { buildDictionary, coefficientGrid, nearestOutcome, quantise, type Outcom
 import { logGrid } from '../../models/learners/cv.ts';
 import { LEARNERS } from '../../models/learners/index.ts';
 import { regressionTree } from '../../models/learners/tree-regression.ts';
-import type { Learner, Rows64 } from '../../models/learners/types.ts';
-import { rng } from '../../models/seed.ts';
+import { rowsTimes, type Learner, type Rows64 } from '../../models/learners/types.ts';
+import { gaussians, rng } from '../../models/seed.ts';
 import { TrainingService, type TrainingServiceOptions } from '../../serve/training.ts';
 import { rhoRegression } from '../metric.ts';
-import { gaussians } from './synthetic.ts';
 import type { Experiment, ExperimentRow } from './types.ts';
 
 /**
@@ -67,16 +66,7 @@ const schema = z
 export type RestrictedOutcomeParams = z.output<typeof schema>;
 
 function tasksOf(xb: Rows64, betas: Float64Array[]): Float64Array[] {
-  const { x, n, d } = xb;
-  return betas.map((beta) => {
-    const y = new Float64Array(n);
-    for (let i = 0; i < n; i++) {
-      let s = 0;
-      for (let j = 0; j < d; j++) s += x[i * d + j] * beta[j];
-      y[i] = s;
-    }
-    return y;
-  });
+  return betas.map((beta) => rowsTimes(xb, beta));
 }
 
 /** k distinct β drawn uniformly on [−1, 1]^p and rounded to the precision, in draw order. */

@@ -1,5 +1,5 @@
-import { rng } from '../../models/seed.ts';
-import type { Rows64 } from '../../models/learners/types.ts';
+import { rowsTimes, type Rows64 } from '../../models/learners/types.ts';
+import { gaussians, rng } from '../../models/seed.ts';
 
 /** A synthetic training set and the weights that generated it. */
 export interface SyntheticData {
@@ -9,18 +9,6 @@ export interface SyntheticData {
   w: Float64Array;
 }
 
-/** Standard normal draws by Box–Muller from a seeded uniform generator. */
-export function gaussians(count: number, random: () => number): Float64Array {
-  const out = new Float64Array(count);
-  for (let i = 0; i < count; i += 2) {
-    // 1 − u keeps the logarithm's argument in (0, 1].
-    const r = Math.sqrt(-2 * Math.log(1 - random()));
-    const t = 2 * Math.PI * random();
-    out[i] = r * Math.cos(t);
-    if (i + 1 < count) out[i + 1] = r * Math.sin(t);
-  }
-  return out;
-}
 
 function checkShape(n: number, d: number): void {
   if (!Number.isInteger(n) || !Number.isInteger(d) || n < 1 || d < 1) {
@@ -28,16 +16,6 @@ function checkShape(n: number, d: number): void {
   }
 }
 
-/** Xw (no intercept). */
-function project(x: Float64Array, w: Float64Array, n: number, d: number): Float64Array {
-  const out = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    let s = 0;
-    for (let j = 0; j < d; j++) s += x[i * d + j] * w[j];
-    out[i] = s;
-  }
-  return out;
-}
 
 /**
  * Linear-Gaussian regression: x ~ N(0, I_d), w ~ N(0, I_d), y = x·w + noise·ε with ε ~ N(0, 1).
@@ -49,7 +27,7 @@ export function gaussianRegression(n: number, d: number, seed: number, noise = 0
   const w = gaussians(d, rng(seed, 'synthetic-weights'));
   const x = gaussians(n * d, rng(seed, 'synthetic-features'));
   const eps = gaussians(n, rng(seed, 'synthetic-noise'));
-  const y = project(x, w, n, d);
+  const y = rowsTimes({ x, n, d }, w);
   for (let i = 0; i < n; i++) y[i] += noise * eps[i];
   return { rows: { x, n, d }, y, w };
 }
@@ -63,7 +41,7 @@ export function gaussianClassification(n: number, d: number, seed: number): Synt
   checkShape(n, d);
   const w = gaussians(d, rng(seed, 'synthetic-weights'));
   const x = gaussians(n * d, rng(seed, 'synthetic-features'));
-  const margin = project(x, w, n, d);
+  const margin = rowsTimes({ x, n, d }, w);
   const random = rng(seed, 'synthetic-labels');
   const y = new Float64Array(n);
   for (let i = 0; i < n; i++) y[i] = random() < 1 / (1 + Math.exp(-margin[i])) ? 1 : -1;

@@ -1,5 +1,5 @@
 import { Matrix, solve } from 'ml-matrix';
-import { columnMeans, linearFitted, ridge } from './ridge.ts';
+import { centredGram, linearFitted, ridge } from './ridge.ts';
 import { checkRows, type Learner, type Rows64 } from './types.ts';
 
 /**
@@ -42,28 +42,6 @@ export const lasso: Learner = {
   },
 };
 
-/** G = X_cᵀX_c and c = X_cᵀy_c on column-centred data (d × d, row-major, full). */
-export function centredGram(rows: Rows64, y: Float64Array): { gram: Float64Array; xty: Float64Array; mean: Float64Array; yMean: number } {
-  const { n, d, x } = rows;
-  const mean = columnMeans(rows);
-  let yMean = 0;
-  for (let i = 0; i < n; i++) yMean += y[i];
-  yMean /= n;
-  const gram = new Float64Array(d * d);
-  const xty = new Float64Array(d);
-  const row = new Float64Array(d);
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j < d; j++) row[j] = x[i * d + j] - mean[j];
-    const yi = y[i] - yMean;
-    for (let j = 0; j < d; j++) {
-      const rj = row[j];
-      xty[j] += rj * yi;
-      for (let k = j; k < d; k++) gram[j * d + k] += rj * row[k];
-    }
-  }
-  for (let j = 0; j < d; j++) for (let k = 0; k < j; k++) gram[j * d + k] = gram[k * d + j];
-  return { gram, xty, mean, yMean };
-}
 
 /**
  * argmin_v  ½ vᵀQv + qᵀv + μ Σ_{j penalised} |v_j|   for symmetric positive semidefinite Q (m × m, row-major).

@@ -11,34 +11,11 @@ export const ridge: Learner = {
   fit(rows, y, lambda) {
     checkRows(rows, y);
     if (!(lambda >= 0)) throw new RangeError(`ridge: λ must be ≥ 0 (got ${lambda})`);
-    const { n, d, x } = rows;
-    const mean = columnMeans(rows);
-    let yMean = 0;
-    for (let i = 0; i < n; i++) yMean += y[i];
-    yMean /= n;
-    // Centring removes the intercept from the system; the Gram matrix is accumulated by hand
-    // because ml-matrix's generic mmul is several times slower on tall float64 data.
-    const gram = new Float64Array(d * d);
-    const xty = new Float64Array(d);
-    const row = new Float64Array(d);
-    for (let i = 0; i < n; i++) {
-      for (let j = 0; j < d; j++) row[j] = x[i * d + j] - mean[j];
-      const yi = y[i] - yMean;
-      for (let j = 0; j < d; j++) {
-        const rj = row[j];
-        if (rj === 0) continue;
-        xty[j] += rj * yi;
-        for (let k = j; k < d; k++) gram[j * d + k] += rj * row[k];
-      }
-    }
+    const { d } = rows;
+    const { gram, xty, mean, yMean } = centredGram(rows, y);
     const a = new Matrix(d, d);
-    for (let j = 0; j < d; j++) {
-      for (let k = j; k < d; k++) {
-        a.set(j, k, gram[j * d + k]);
-        a.set(k, j, gram[j * d + k]);
-      }
-      a.set(j, j, a.get(j, j) + lambda);
-    }
+    for (let j = 0; j < d; j++) for (let k = 0; k < d; k++) a.set(j, k, gram[j * d + k]);
+    for (let j = 0; j < d; j++) a.set(j, j, a.get(j, j) + lambda);
     const w = solve(a, Matrix.columnVector(Array.from(xty)), lambda === 0).to1DArray();
     const params = new Float64Array(d + 1);
     params.set(w);
@@ -60,6 +37,34 @@ export const ridge: Learner = {
     return { loss, reg };
   },
 };
+
+/**
+ * G = X_cᵀX_c and c = X_cᵀy_c on column-centred data (d × d, row-major, full): the intercept drops
+ * out of every centred least-squares problem. Accumulated by hand because ml-matrix's generic mmul
+ * is several times slower on tall float64 data.
+ */
+export function centredGram(rows: Rows64, y: Float64Array): { gram: Float64Array; xty: Float64Array; mean: Float64Array; yMean: number } {
+  const { n, d, x } = rows;
+  const mean = columnMeans(rows);
+  let yMean = 0;
+  for (let i = 0; i < n; i++) yMean += y[i];
+  yMean /= n;
+  const gram = new Float64Array(d * d);
+  const xty = new Float64Array(d);
+  const row = new Float64Array(d);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < d; j++) row[j] = x[i * d + j] - mean[j];
+    const yi = y[i] - yMean;
+    for (let j = 0; j < d; j++) {
+      const rj = row[j];
+      if (rj === 0) continue; // image data is mostly background
+      xty[j] += rj * yi;
+      for (let k = j; k < d; k++) gram[j * d + k] += rj * row[k];
+    }
+  }
+  for (let j = 0; j < d; j++) for (let k = 0; k < j; k++) gram[j * d + k] = gram[k * d + j];
+  return { gram, xty, mean, yMean };
+}
 
 export function columnMeans(rows: Rows64): Float64Array {
   const { n, d, x } = rows;

@@ -56,3 +56,16 @@ export function takeValues(y: Float64Array, idx: ArrayLike<number>): Float64Arra
   for (let i = 0; i < idx.length; i++) out[i] = y[idx[i]];
   return out;
 }
+
+/** Xβ for rows X (no intercept). */
+export function rowsTimes(rows: Rows64, beta: ArrayLike<number>): Float64Array {
+  const { x, n, d } = rows;
+  if (beta.length !== d) throw new RangeError(`β has ${beta.length} values for rows of ${d} features`);
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    let s = 0;
+    for (let j = 0; j < d; j++) s += x[i * d + j] * beta[j];
+    out[i] = s;
+  }
+  return out;
+}
