@@ -1,5 +1,4 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import * as tf from '@tensorflow/tfjs';
 import { defaultCacheDir, loadDataset } from '../datasets/index.ts';
 import { getTarget } from '../models/targets/index.ts';
@@ -10,7 +9,7 @@ import { answerRows64 } from './oracle.ts';
 import { allowsModel, bearerToken, KeyRing, type ApiKey } from './keys.ts';
 import { Ledger } from './ledger.ts';
 import { TokenBucket } from './rate-limit.ts';
-import { HttpError, readBody } from './http.ts';
+import { answerClientErrors, GracefulClose, HttpError, readBody, serverUrl } from './http.ts';
 import { BINARY_TYPE, CLASSES_HEADER, decodeF32, encodeF32, firstNonFinite, JSON_TYPE, mediaType, ROWS_HEADER } from './wire.ts';
 
 export interface ServerOptions {
@@ -135,12 +134,10 @@ export async function startServer(config: ServeConfig, opts: ServerOptions = {})
   const ring = new KeyRing(config.keys);
   const buckets = new Map(config.keys.map((k) => [k.name, new TokenBucket(k.rateLimit.requestsPerSecond, k.rateLimit.burst)]));
 
-  let inFlight = 0;
-  let closing = false;
-  let drained: (() => void) | undefined;
+  const lifecycle = new GracefulClose();
   // While closing, every answer asks the client to hang up, so keep-alive connections do not hold the close open.
   const send = (res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}) =>
-    sendJson(res, status, value, closing ? { ...headers, connection: 'close' } : headers);
+    sendJson(res, status, value, lifecycle.closing ? { ...headers, connection: 'close' } : headers);
 
   function authenticate(req: IncomingMessage): ApiKey {
     const header = req.headers.authorization;
@@ -214,7 +211,7 @@ export async function startServer(config: ServeConfig, opts: ServerOptions = {})
       const classes = target.classes;
       if (batch.binary) {
         const body = encodeF32(values as Float32Array);
-        if (closing) res.setHeader('connection', 'close');
+        if (lifecycle.closing) res.setHeader('connection', 'close');
         res.writeHead(200, { 'content-type': BINARY_TYPE, 'content-length': body.length, [ROWS_HEADER]: String(batch.rows), [CLASSES_HEADER]: String(classes) });
         res.end(body);
       } else {
@@ -227,7 +224,7 @@ export async function startServer(config: ServeConfig, opts: ServerOptions = {})
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if (closing) throw new HttpError(503, 'the server is shutting down', {}, { connection: 'close' });
+    if (lifecycle.closing) throw new HttpError(503, 'the server is shutting down', {}, { connection: 'close' });
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
     const match = PREDICT.exec(path);
     const method = match ? 'POST' : path === '/v1/models' || path === '/v1/usage' ? 'GET' : undefined;
@@ -251,25 +248,18 @@ export async function startServer(config: ServeConfig, opts: ServerOptions = {})
   }
 
   const server = createServer((req, res) => {
-    inFlight++;
-    handle(req, res)
-      .catch((err: unknown) => {
-        if (res.headersSent || res.destroyed) return;
-        if (err instanceof HttpError) return send(res, err.status, { error: err.message, ...err.body }, err.headers);
-        log(`server error on ${req.method} ${req.url}: ${(err as Error)?.stack ?? String(err)}`);
-        send(res, 500, { error: 'internal error' });
-      })
-      .catch((err: unknown) => log(`could not answer ${req.method} ${req.url}: ${String(err)}`))
-      .finally(() => {
-        inFlight--;
-        if (closing && inFlight === 0) drained?.();
-      });
+    void lifecycle.track(
+      handle(req, res)
+        .catch((err: unknown) => {
+          if (res.headersSent || res.destroyed) return;
+          if (err instanceof HttpError) return send(res, err.status, { error: err.message, ...err.body }, err.headers);
+          log(`server error on ${req.method} ${req.url}: ${(err as Error)?.stack ?? String(err)}`);
+          send(res, 500, { error: 'internal error' });
+        })
+        .catch((err: unknown) => log(`could not answer ${req.method} ${req.url}: ${String(err)}`)),
+    );
   });
-  // Malformed HTTP never reaches the handler: answer it and drop the connection.
-  server.on('clientError', (_err, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-    else socket.destroy();
-  });
+  answerClientErrors(server);
 
   const host = config.host ?? '127.0.0.1';
   await new Promise<void>((resolve, reject) => {
@@ -283,21 +273,12 @@ export async function startServer(config: ServeConfig, opts: ServerOptions = {})
     await ledger.close();
     throw new Error(`cannot listen on ${host}:${opts.port ?? config.port}: ${(err as Error).message}`);
   });
-  const port = (server.address() as AddressInfo).port;
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const { url, port } = serverUrl(server, host);
 
   let closed: Promise<void> | undefined;
   const close = () =>
     (closed ??= (async () => {
-      closing = true;
-      const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeIdleConnections();
-      if (inFlight > 0) await new Promise<void>((resolve) => (drained = resolve));
-      server.closeIdleConnections();
-      // Answers in flight went out with `connection: close`; anything left is a client that will not hang up.
-      const straggler = setTimeout(() => server.closeAllConnections(), 2000);
-      await stopped;
-      clearTimeout(straggler);
+      await lifecycle.close(server);
       try {
         await ledger.close();
       } finally {

@@ -1,11 +1,10 @@
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import type { Rows64 } from '../models/learners/types.ts';
 import { bearerToken, hashKey } from './keys.ts';
 import { TrainingApiError, type FitResponse, type TrainingApi, type TrainingUsage } from './training.ts';
-import { HttpError, readBody } from './http.ts';
+import { answerClientErrors, GracefulClose, HttpError, readBody, serverUrl } from './http.ts';
 import { JSON_TYPE, mediaType } from './wire.ts';
 
 /**
@@ -195,9 +194,7 @@ export async function startTrainingServer(api: TrainingApi, opts: TrainingServer
   if (opts.keySha256 !== undefined && !/^[0-9a-f]{64}$/.test(opts.keySha256)) throw new RangeError('keySha256 must be 64 lowercase hex digits');
   const keyDigest = opts.keySha256 === undefined ? undefined : Buffer.from(opts.keySha256, 'hex');
 
-  let inFlight = 0;
-  let closing = false;
-  let drained: (() => void) | undefined;
+  const lifecycle = new GracefulClose();
 
   function send(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
     res.writeHead(status, {
@@ -205,7 +202,7 @@ export async function startTrainingServer(api: TrainingApi, opts: TrainingServer
       'content-length': Buffer.byteLength(body),
       ...headers,
       // While closing, every answer asks the client to hang up, so keep-alive connections do not hold the close open.
-      ...(closing ? { connection: 'close' } : {}),
+      ...(lifecycle.closing ? { connection: 'close' } : {}),
     });
     res.end(body);
   }
@@ -221,7 +218,7 @@ export async function startTrainingServer(api: TrainingApi, opts: TrainingServer
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if (closing) throw new HttpError(503, 'the server is shutting down', {}, { connection: 'close' });
+    if (lifecycle.closing) throw new HttpError(503, 'the server is shutting down', {}, { connection: 'close' });
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
     const method = Object.hasOwn(ROUTES, path) ? ROUTES[path] : undefined;
     if (!method) throw new HttpError(404, `no route ${path}: use ${ROUTE_HELP}`);
@@ -240,26 +237,19 @@ export async function startTrainingServer(api: TrainingApi, opts: TrainingServer
   }
 
   const server = createServer((req, res) => {
-    inFlight++;
-    handle(req, res)
-      .catch((err: unknown) => {
-        if (res.headersSent || res.destroyed) return;
-        if (err instanceof HttpError) return send(res, err.status, JSON.stringify({ error: err.message }), err.headers);
-        if (err instanceof TrainingApiError) return send(res, err.status, JSON.stringify({ error: err.message }));
-        log(`training server error on ${req.method} ${req.url}: ${(err as Error)?.stack ?? String(err)}`);
-        send(res, 500, JSON.stringify({ error: 'internal error' }));
-      })
-      .catch((err: unknown) => log(`could not answer ${req.method} ${req.url}: ${String(err)}`))
-      .finally(() => {
-        inFlight--;
-        if (closing && inFlight === 0) drained?.();
-      });
+    void lifecycle.track(
+      handle(req, res)
+        .catch((err: unknown) => {
+          if (res.headersSent || res.destroyed) return;
+          if (err instanceof HttpError) return send(res, err.status, JSON.stringify({ error: err.message }), err.headers);
+          if (err instanceof TrainingApiError) return send(res, err.status, JSON.stringify({ error: err.message }));
+          log(`training server error on ${req.method} ${req.url}: ${(err as Error)?.stack ?? String(err)}`);
+          send(res, 500, JSON.stringify({ error: 'internal error' }));
+        })
+        .catch((err: unknown) => log(`could not answer ${req.method} ${req.url}: ${String(err)}`)),
+    );
   });
-  // Malformed HTTP never reaches the handler: answer it and drop the connection.
-  server.on('clientError', (_err, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-    else socket.destroy();
-  });
+  answerClientErrors(server);
 
   const host = opts.host ?? '127.0.0.1';
   const wanted = opts.port ?? 0;
@@ -272,21 +262,8 @@ export async function startTrainingServer(api: TrainingApi, opts: TrainingServer
   }).catch((err) => {
     throw new Error(`cannot listen on ${host}:${wanted}: ${(err as Error).message}`);
   });
-  const port = (server.address() as AddressInfo).port;
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const { url, port } = serverUrl(server, host);
 
-  let closed: Promise<void> | undefined;
-  const close = () =>
-    (closed ??= (async () => {
-      closing = true;
-      const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeIdleConnections();
-      if (inFlight > 0) await new Promise<void>((resolve) => (drained = resolve));
-      server.closeIdleConnections();
-      // Answers in flight went out with `connection: close`; anything left is a client that will not hang up.
-      const straggler = setTimeout(() => server.closeAllConnections(), 2000);
-      await stopped;
-      clearTimeout(straggler);
-    })());
+  const close = () => lifecycle.close(server);
   return { url, port, close };
 }
