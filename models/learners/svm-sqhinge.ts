@@ -1,5 +1,5 @@
 import { Matrix, solve } from 'ml-matrix';
-import { linearFitted } from './ridge.ts';
+import { linearFitted, linearPredict } from './ridge.ts';
 import { checkRows, type Learner, type Rows64 } from './types.ts';
 
 /**
@@ -43,14 +43,8 @@ export function checkLabels(learner: string, y: Float64Array): void {
 
 /** yᵢ(w·xᵢ + b) for params = [w, b]. */
 export function margins(params: Float64Array, rows: Rows64, y: Float64Array): Float64Array {
-  const { n, d, x } = rows;
-  if (params.length !== d + 1) throw new RangeError(`model has ${params.length - 1} features, rows have ${d}`);
-  const out = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    let s = params[d];
-    for (let j = 0; j < d; j++) s += x[i * d + j] * params[j];
-    out[i] = y[i] * s;
-  }
+  const out = linearPredict(params, rows);
+  for (let i = 0; i < out.length; i++) out[i] *= y[i];
   return out;
 }
 
