@@ -1,4 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
+import { createAdam } from './fused-adam.ts';
+import { handDerivedStep } from './sequential-step.ts';
+import { softCrossEntropy } from './soft-loss.ts';
 import { rng, shuffleInPlace } from './seed.ts';
 import type { Imitation } from './types.ts';
 
@@ -12,21 +15,46 @@ export interface FitOptions {
   onEpoch?(epoch: number, loss: number): void;
 }
 
-/** Cross-entropy between target distributions and softmax(logits / T), times T² (Hinton et al. 2015). */
-export function softCrossEntropy(targets: tf.Tensor2D, logits: tf.Tensor2D, temperature = 1): tf.Scalar {
-  return tf.tidy(() => {
-    const logp = tf.logSoftmax(temperature === 1 ? logits : tf.div(logits, temperature));
-    const perRow = tf.neg(tf.sum(tf.mul(targets, logp), 1));
-    return tf.mul(tf.mean(perRow), temperature * temperature) as tf.Scalar;
-  });
-}
+export { softCrossEntropy } from './soft-loss.ts';
 
 const nextTick = () => new Promise<void>((resolve) => setImmediate(resolve));
 
+export interface TrainStep {
+  /** One Adam step on a batch; returns the batch's mean loss (before the update). */
+  step(xb: tf.Tensor, yb: tf.Tensor2D): tf.Scalar;
+  /** 'hand-derived' where models/sequential-step.ts applies, else 'autodiff' (tf.variableGrads). */
+  readonly gradients: 'hand-derived' | 'autodiff';
+  dispose(): void;
+}
+
 /**
- * Adam on soft targets (one-hot rows for hard labels). Shuffles with its own seeded generator,
- * never Math.random, so concurrent cells cannot disturb each other's order. The loss is read
- * once per epoch: a read per batch would stall the backend's pipeline.
+ * The training step of fitSoft: Adam on the distillation loss. On wasm, Sequential students
+ * get their gradients from models/sequential-step.ts (fused kernels, no gradient tape) and
+ * Adam is one kernel per variable (models/fused-adam.ts); otherwise tf.variableGrads and
+ * tf.train.adam.
+ */
+export function makeTrainStep(model: tf.LayersModel, lr: number, temperature?: number): TrainStep {
+  const optimizer = createAdam(lr);
+  const vars = model.trainableWeights.map((w) => w.read() as tf.Variable);
+  const fast = handDerivedStep(model);
+  return {
+    gradients: fast ? 'hand-derived' : 'autodiff',
+    step: (xb, yb) =>
+      tf.tidy(() => {
+        const { value, grads } =
+          fast?.grads(xb, yb, temperature) ??
+          tf.variableGrads(() => softCrossEntropy(yb, model.apply(xb, { training: true }) as tf.Tensor2D, temperature), vars);
+        optimizer.apply(vars, grads);
+        return value;
+      }),
+    dispose: () => optimizer.dispose(),
+  };
+}
+
+/**
+ * Adam on soft targets (one-hot rows for hard labels), by makeTrainStep. Shuffles with its own
+ * seeded generator, never Math.random, so concurrent cells cannot disturb each other's order.
+ * The loss is read once per epoch: a read per batch would stall the backend's pipeline.
  */
 export async function fitSoft(
   model: tf.LayersModel,
@@ -38,8 +66,7 @@ export async function fitSoft(
   if (targets.shape[0] !== n) throw new Error(`fitSoft: ${n} inputs but ${targets.shape[0]} target rows`);
   if (n === 0) return { losses: [] };
   const random = rng(opts.seed, 'shuffle');
-  const optimizer = tf.train.adam(opts.lr);
-  const vars = model.trainableWeights.map((w) => w.read() as tf.Variable);
+  const trainer = makeTrainStep(model, opts.lr, opts.temperature);
   const order = Int32Array.from({ length: n }, (_, i) => i);
   const losses: number[] = [];
   try {
@@ -50,13 +77,7 @@ export async function fitSoft(
         const size = Math.min(opts.batchSize, n - start);
         const cost = tf.tidy(() => {
           const rows = index.slice(start, size);
-          const xb = tf.gather(x, rows);
-          const yb = tf.gather(targets, rows) as tf.Tensor2D;
-          return optimizer.minimize(
-            () => softCrossEntropy(yb, model.apply(xb, { training: true }) as tf.Tensor2D, opts.temperature),
-            true,
-            vars,
-          ) as tf.Scalar;
+          return trainer.step(tf.gather(x, rows), tf.gather(targets, rows) as tf.Tensor2D);
         });
         // Inside tidy: the number `size` becomes a tensor that would otherwise leak.
         const next = tf.tidy(() => tf.add(total, tf.mul(cost, size)) as tf.Scalar);
@@ -70,7 +91,7 @@ export async function fitSoft(
       opts.onEpoch?.(epoch + 1, loss);
     }
   } finally {
-    optimizer.dispose();
+    trainer.dispose();
   }
   return { losses };
 }

@@ -1,8 +1,15 @@
 /**
  * `npm run bench`: speed figures, printed and written to results/perf.json. Not a test: numbers
- * depend on the machine. Flags: --skip-sweep (no quick-preset wall time), --backends a,b.
+ * depend on the machine. Flags: --skip-sweep (no quick-preset wall time), --training-only (no
+ * oracle or quick preset either), --backends a,b. Sections not measured keep the figures
+ * results/perf.json already had.
+ *
+ * Training: samples/s of fitSoft per student and backend, and for the students the project
+ * tracks (cnn-small, the reference, lenet5 and mlp) the time of one step at batch 128 split into
+ * a forward pass (model.predict) and the rest (gradients and the Adam update), plus the
+ * per-kernel breakdown of one cnn-small step (tf.profile, the minimum over a few steps per call).
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { Command } from 'commander';
@@ -17,31 +24,41 @@ import type { Dataset } from '../datasets/types.ts';
 import { initBackend, type BackendInfo } from '../models/backend.ts';
 import { buildStudent } from '../models/students.ts';
 import { getTarget } from '../models/targets/index.ts';
-import { fitSoft } from '../models/train.ts';
+import { fitSoft, makeTrainStep } from '../models/train.ts';
 import { STUDENT_ARCHS, type StudentArch } from '../models/types.ts';
 import { InProcessOracle } from '../serve/oracle.ts';
 
 const opts = new Command()
   .option('--skip-sweep', 'do not time the quick preset')
+  .option('--training-only', 'time training only (no oracle, no quick preset)')
   .option('--backends <list>', 'backends to measure', 'tensorflow,wasm,cpu')
   .parse()
-  .opts<{ skipSweep?: boolean; backends: string }>();
+  .opts<{ skipSweep?: boolean; trainingOnly?: boolean; backends: string }>();
 
 const BATCH = 128;
+/** The students whose step time the project tracks; cnn-small is the reference student. */
+const TRACKED: readonly StudentArch[] = ['cnn-small', 'lenet5', 'mlp'];
+const round = (v: number, digits = 2) => Math.round(v * 10 ** digits) / 10 ** digits;
 
-/** Training samples/s for one epoch over `rows` rows, after a warm-up epoch (kernel compilation, allocations). */
-async function trainingSpeed(ds: Dataset, arch: StudentArch, rows: number): Promise<number> {
+function trainingData(ds: Dataset, rows: number) {
   const split = ds.split('train');
   const x = toTensor(split, ds.inputShape, 0, rows);
-  const y = tf.oneHot(tf.tensor1d(split.y.subarray(0, rows), 'int32'), ds.classes).toFloat() as tf.Tensor2D;
+  const y = tf.tidy(() => tf.oneHot(tf.tensor1d(split.y.subarray(0, rows), 'int32'), ds.classes).toFloat() as tf.Tensor2D);
+  return { x, y };
+}
+
+/** Training samples/s for one epoch over `rows` rows: the best of `repeats` epochs after a warm-up one. */
+async function trainingSpeed(ds: Dataset, arch: StudentArch, rows: number, repeats: number): Promise<number> {
+  const { x, y } = trainingData(ds, rows);
   const model = buildStudent(arch, ds.inputShape, ds.classes);
   try {
+    // Warm-up: kernel compilation (wasm tiers up its hot functions), allocations.
     await fitSoft(model, x.slice(0, Math.min(rows, 2 * BATCH)), y.slice(0, Math.min(rows, 2 * BATCH)), {
       epochs: 1, batchSize: BATCH, lr: 1e-3, seed: 1,
     });
-    // The best of three epochs: the figure describes the code, not whatever else the machine ran.
+    // The best epoch: the figure describes the code, not whatever else the machine ran.
     let best = Infinity;
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < repeats; i++) {
       const t0 = performance.now();
       await fitSoft(model, x, y, { epochs: 1, batchSize: BATCH, lr: 1e-3, seed: 1 });
       best = Math.min(best, performance.now() - t0);
@@ -53,8 +70,85 @@ async function trainingSpeed(ds: Dataset, arch: StudentArch, rows: number): Prom
   }
 }
 
+/** The least time of fn over `runs` runs of `inner` calls, in ms per call; reads force completion. */
+function bestMs(fn: () => void, runs: number, inner: number): number {
+  let best = Infinity;
+  for (let r = 0; r < runs; r++) {
+    const t0 = performance.now();
+    for (let i = 0; i < inner; i++) fn();
+    best = Math.min(best, (performance.now() - t0) / inner);
+  }
+  return best;
+}
+
+interface StepTimes {
+  gradients: 'hand-derived' | 'autodiff';
+  forwardMs: number;
+  stepMs: number;
+  backwardAndUpdateMs: number;
+}
+
+/** One batch: forward (model.predict) and a whole training step, in ms. */
+function stepTimes(ds: Dataset, arch: StudentArch, runs: number, inner: number): StepTimes {
+  const { x, y } = trainingData(ds, BATCH);
+  const model = buildStudent(arch, ds.inputShape, ds.classes);
+  const trainer = makeTrainStep(model, 1e-3);
+  try {
+    const forward = () => tf.tidy(() => void (model.predict(x) as tf.Tensor).dataSync());
+    const step = () => tf.tidy(() => void trainer.step(x, y).dataSync());
+    for (let i = 0; i < 5; i++) {
+      forward();
+      step();
+    }
+    const forwardMs = bestMs(forward, runs, inner);
+    const stepMs = bestMs(step, runs, inner);
+    return { gradients: trainer.gradients, forwardMs: round(forwardMs), stepMs: round(stepMs), backwardAndUpdateMs: round(stepMs - forwardMs) };
+  } finally {
+    trainer.dispose();
+    model.dispose();
+    tf.dispose([x, y]);
+  }
+}
+
+interface KernelRow {
+  name: string;
+  ms: number;
+  calls: number;
+}
+
+/** Per-kernel time of one training step, the least per call over `profiles` profiled steps. */
+async function kernelBreakdown(ds: Dataset, arch: StudentArch, profiles: number): Promise<{ calls: number; totalMs: number; kernels: KernelRow[] }> {
+  const { x, y } = trainingData(ds, BATCH);
+  const model = buildStudent(arch, ds.inputShape, ds.classes);
+  const trainer = makeTrainStep(model, 1e-3);
+  try {
+    const step = () => tf.tidy(() => void trainer.step(x, y).dataSync());
+    for (let i = 0; i < 5; i++) step();
+    const runs: Awaited<ReturnType<typeof tf.profile>>['kernels'][] = [];
+    for (let i = 0; i < profiles; i++) runs.push((await tf.profile(step)).kernels);
+    // Ops that wrap kernels (names ending in __op) are profiled too: count kernels only.
+    const rows = new Map<string, KernelRow>();
+    runs[0].forEach((k, i) => {
+      if (k.name.endsWith('__op')) return;
+      const ms = Math.min(...runs.map((r) => r[i]?.kernelTimeMs as number ?? Infinity));
+      const row = rows.get(k.name) ?? { name: k.name, ms: 0, calls: 0 };
+      row.ms += ms;
+      row.calls++;
+      rows.set(k.name, row);
+    });
+    const kernels = [...rows.values()].sort((a, b) => b.ms - a.ms).map((r) => ({ ...r, ms: round(r.ms) }));
+    return { calls: kernels.reduce((s, k) => s + k.calls, 0), totalMs: round(kernels.reduce((s, k) => s + k.ms, 0)), kernels };
+  } finally {
+    trainer.dispose();
+    model.dispose();
+    tf.dispose([x, y]);
+  }
+}
+
 const ds = await loadDataset({ name: 'mnist', trainSize: 4096, poolSize: 1024, evalSize: 1000, seed: 1 });
 const training: Record<string, unknown> = {};
+const steps: Record<string, Record<string, StepTimes>> = {};
+let kernels: Record<string, unknown> | undefined;
 let fastest: BackendInfo | undefined;
 for (const name of opts.backends.split(',') as ('tensorflow' | 'wasm' | 'cpu')[]) {
   let info: BackendInfo;
@@ -65,59 +159,80 @@ for (const name of opts.backends.split(',') as ('tensorflow' | 'wasm' | 'cpu')[]
     console.log(`${name}: unavailable — ${(err as Error).message}`);
     continue;
   }
-  // The pure-JS cpu backend is ~60× slower: fewer rows keep this script to minutes.
-  const rows = name === 'cpu' ? 128 : 4096;
+  const cpu = name === 'cpu';
+  // The pure-JS cpu backend is ~100× slower: a short run on the tracked students only.
+  const rows = cpu ? BATCH : 4096;
+  const archs: readonly StudentArch[] = cpu ? TRACKED : STUDENT_ARCHS;
   const perArch: Record<string, number> = {};
-  // The deeper students would take minutes each on cpu; it is measured on two for reference.
-  const archs: readonly StudentArch[] = name === 'cpu' ? ['mlp', 'cnn-small'] : STUDENT_ARCHS;
   for (const arch of archs) {
-    perArch[arch] = Math.round(await trainingSpeed(ds, arch, rows));
+    perArch[arch] = Math.round(await trainingSpeed(ds, arch, rows, cpu ? 1 : 3));
     console.log(`${name}${info.gpu ? ' (GPU)' : ''}: ${arch} trains at ${perArch[arch]} samples/s (batch ${BATCH})`);
   }
-  training[name] = { available: true, gpu: info.gpu, reason: info.reason, samplesPerSecond: perArch };
-  if (!fastest && name !== 'cpu') fastest = info;
-}
-
-// Oracle answers/s on the backend a sweep would pick.
-const backend = await initBackend('auto');
-const quick = await loadSweepConfig(join(REPO_ROOT, 'bench', 'presets', 'quick.json'));
-const quickData = await loadDataset(quick.dataset);
-const oracle: Record<string, number> = {};
-for (const spec of quick.targets) {
-  const target = await getTarget(spec, quickData, { cacheDir: defaultCacheDir(), log: (m) => console.log(m) });
-  const rows = 2048;
-  const x = toTensor(quickData.split('pool'), quickData.inputShape, 0, rows);
-  const api = new InProcessOracle(target, 2 * rows, { kind: 'probs' });
-  tf.dispose(await api.query(x.slice(0, 256))); // warm-up
-  const t0 = performance.now();
-  for (let i = 0; i < rows; i += 256) {
-    const batch = x.slice(i, 256);
-    tf.dispose([batch, await api.query(batch)]);
+  steps[name] = {};
+  for (const arch of TRACKED) {
+    const t = stepTimes(ds, arch, cpu ? 1 : 5, cpu ? 1 : 10);
+    steps[name][arch] = t;
+    console.log(`${name}: ${arch} step ${t.stepMs} ms = forward ${t.forwardMs} + backward and update ${t.backwardAndUpdateMs} (${t.gradients} gradients)`);
   }
-  oracle[spec.id] = Math.round(rows / ((performance.now() - t0) / 1000));
-  console.log(`oracle ${spec.id} (${backend.name}): ${oracle[spec.id]} answers/s at batch 256`);
-  x.dispose();
-  target.dispose();
+  if (name === 'wasm') {
+    const k = await kernelBreakdown(ds, 'cnn-small', 7);
+    kernels = { backend: name, arch: 'cnn-small', batchSize: BATCH, ...k };
+    console.log(`wasm: cnn-small step kernels (${k.calls} calls, ${k.totalMs} ms in kernels; least of 7 profiled steps per call):`);
+    for (const r of k.kernels) if (r.ms >= 0.01) console.log(`  ${r.name.padEnd(30)} ${r.ms.toFixed(2).padStart(6)} ms  ×${r.calls}`);
+  }
+  training[name] = { available: true, gpu: info.gpu, reason: info.reason, samplesPerSecond: perArch };
+  if (!fastest && !cpu) fastest = info;
 }
 
-let sweep: Record<string, unknown> | undefined;
-if (!opts.skipSweep) {
-  const t0 = performance.now();
-  const run = await runSweep(quick, { runId: `bench-quick-${Date.now()}`, progress: createProgress() });
-  sweep = { preset: 'quick', seconds: Math.round((performance.now() - t0) / 100) / 10, cells: run.results.length, dir: run.files.dir };
-  console.log(`quick preset: ${sweep.seconds} s wall time for ${run.results.length} cells (targets from cache)`);
+let oracle: Record<string, unknown> | null = null;
+let sweep: Record<string, unknown> | null = null;
+if (!opts.trainingOnly) {
+  // Oracle answers/s on the backend a sweep would pick.
+  const backend = await initBackend('auto');
+  const quick = await loadSweepConfig(join(REPO_ROOT, 'bench', 'presets', 'quick.json'));
+  const quickData = await loadDataset(quick.dataset);
+  const perTarget: Record<string, number> = {};
+  for (const spec of quick.targets) {
+    const target = await getTarget(spec, quickData, { cacheDir: defaultCacheDir(), log: (m) => console.log(m) });
+    const rows = 2048;
+    const x = toTensor(quickData.split('pool'), quickData.inputShape, 0, rows);
+    const api = new InProcessOracle(target, 2 * rows, { kind: 'probs' });
+    tf.dispose(await api.query(x.slice(0, 256))); // warm-up
+    const t0 = performance.now();
+    for (let i = 0; i < rows; i += 256) {
+      const batch = x.slice(i, 256);
+      tf.dispose([batch, await api.query(batch)]);
+    }
+    perTarget[spec.id] = Math.round(rows / ((performance.now() - t0) / 1000));
+    console.log(`oracle ${spec.id} (${backend.name}): ${perTarget[spec.id]} answers/s at batch 256`);
+    x.dispose();
+    target.dispose();
+  }
+  oracle = { backend: backend.name, gpu: backend.gpu, batchSize: 256, perTarget };
+
+  if (!opts.skipSweep) {
+    const t0 = performance.now();
+    const run = await runSweep(quick, { runId: `bench-quick-${Date.now()}`, progress: createProgress() });
+    sweep = { preset: 'quick', seconds: Math.round((performance.now() - t0) / 100) / 10, cells: run.results.length, dir: run.files.dir };
+    console.log(`quick preset: ${sweep.seconds} s wall time for ${run.results.length} cells (targets from cache)`);
+  }
 }
 
+const perfPath = join(REPO_ROOT, 'results', 'perf.json');
+const previous = (await readFile(perfPath, 'utf8').then(JSON.parse).catch(() => ({}))) as Record<string, unknown>;
 const perf = {
   measuredAt: new Date().toISOString(),
   node: process.version,
   tfjs: tf.version.tfjs,
   batchSize: BATCH,
   trainingSamplesPerSecond: training,
-  oracleAnswersPerSecond: { backend: backend.name, gpu: backend.gpu, batchSize: 256, perTarget: oracle },
-  quickPreset: sweep ?? null,
+  /** One training step of the tracked students per backend: forward (model.predict) and the rest. */
+  trainingStepMs: steps,
+  trainingKernels: kernels ?? null,
+  oracleAnswersPerSecond: oracle ?? previous.oracleAnswersPerSecond ?? null,
+  quickPreset: sweep ?? previous.quickPreset ?? null,
   fastestTrainingBackend: fastest?.name ?? 'cpu',
 };
 await mkdir(join(REPO_ROOT, 'results'), { recursive: true });
-await writeAtomic(join(REPO_ROOT, 'results', 'perf.json'), JSON.stringify(perf, null, 2) + '\n');
+await writeAtomic(perfPath, JSON.stringify(perf, null, 2) + '\n');
 console.log(`wrote results/perf.json`);
