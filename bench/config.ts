@@ -160,8 +160,12 @@ const sweepFields = {
       }),
     )
     .optional(),
-  /** Cells in flight at once. In one process they share one tfjs backend, so >1 interleaves rather than parallelises. */
-  concurrency: count.max(64).default(1),
+  /**
+   * Cells in flight at once, each in a worker thread of its own (its own tfjs backend, data and
+   * targets). 'auto': one per core, at most one per cell. 1 runs cells in the main thread, as do
+   * sweeps whose cells cannot leave it (transport "http" without a server, say: see bench/workers.ts).
+   */
+  concurrency: z.union([count.max(64), z.literal('auto')]).default('auto'),
 };
 
 type SweepEntries = z.output<z.ZodObject<typeof sweepFields>>;

@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { freemem } from 'node:os';
 import { basename, join } from 'node:path';
 import pLimit from 'p-limit';
 import { z } from 'zod';
@@ -11,7 +12,7 @@ import { initBackend, type BackendInfo, type BackendName } from '../models/backe
 import { getTarget } from '../models/targets/index.ts';
 import type { StudentSpec, Target } from '../models/types.ts';
 import type { Oracle } from '../serve/types.ts';
-import { QuerySampler } from './query-samples.ts';
+import { queryGridPath, QuerySampler } from './query-samples.ts';
 import { scoreImitation } from './score.ts';
 import { ConfigError, type SweepConfig } from './config.ts';
 import { cellConfigDifferences, cellKey, expandCells } from './grid.ts';
@@ -25,6 +26,8 @@ import { writeReport } from './report.ts';
 import { writeTrackerJson } from './tracker.ts';
 import { readCells, readRunJson, RunFiles, RunFolderError, writeAtomic } from './writers.ts';
 import { compareReferences } from './reference.ts';
+import { ATTACKS } from '../attacks/index.ts';
+import { attackRegistryDigest, resolveConcurrency, WorkerPool } from './workers.ts';
 
 export interface SweepOptions {
   /** Folder holding run folders; default <repo>/results. */
@@ -38,12 +41,20 @@ export interface SweepOptions {
   progress?: Progress;
   /** Run folder, for files a transport writes (the HTTP server's ledger); default a temporary folder. */
   runDir?: string;
+  /**
+   * Modules (URLs or absolute paths) each worker thread imports before its first cell: ones that
+   * register attacks at run time, which worker threads would not see otherwise. Import them in
+   * this thread too.
+   */
+  workerPreload?: string[];
 }
 
 /** What every cell of a sweep shares: loaded once, before the first cell. */
 export interface SweepEnv {
   config: SweepConfig;
   backend: BackendInfo;
+  /** Where datasets and trained targets are cached (worker threads load the targets from there). */
+  cacheDir: string;
   dataset: Dataset;
   evalSplit: Split;
   targets: Map<string, Target>;
@@ -78,7 +89,7 @@ export async function prepareSweep(config: SweepConfig, opts: SweepOptions = {})
     log: (m) => progress.log(m),
   });
   const samples = new QuerySampler(opts.runDir, dataset.inputShape, (m) => progress.log(m));
-  return { config, backend, dataset, evalSplit: dataset.split('eval'), targets, pools, transport, samples };
+  return { config, backend, cacheDir, dataset, evalSplit: dataset.split('eval'), targets, pools, transport, samples };
 }
 
 export async function disposeSweep(env: SweepEnv): Promise<void> {
@@ -98,11 +109,10 @@ function lookup<T>(items: T[], pick: (t: T) => string, name: string, what: strin
  */
 export const BACKEND_CRASH = 'backend crashed';
 
-/** Runs one cell: build the oracle, let the attack spend its budget, score the imitation. Never throws. */
-export async function runCell(env: SweepEnv, cell: Cell, onStep?: Progress['cellStep']): Promise<CellResult> {
-  const started = performance.now();
+/** What every record of a cell says before it is scored. */
+function cellBase(env: SweepEnv, cell: Cell) {
   const target = env.targets.get(cell.target);
-  const base = {
+  return {
     ...cell,
     task: target?.task ?? 'digits',
     rho: null,
@@ -112,6 +122,13 @@ export async function runCell(env: SweepEnv, cell: Cell, onStep?: Progress['cell
     backend: env.backend.name,
     gpu: env.backend.gpu,
   };
+}
+
+/** Runs one cell: build the oracle, let the attack spend its budget, score the imitation. Never throws. */
+export async function runCell(env: SweepEnv, cell: Cell, onStep?: Progress['cellStep']): Promise<CellResult> {
+  const started = performance.now();
+  const target = env.targets.get(cell.target);
+  const base = cellBase(env, cell);
   let oracle: Oracle | undefined;
   try {
     if (!target) throw new Error(`cell names unknown target "${cell.target}"`);
@@ -188,6 +205,11 @@ export interface ResumeRecord {
 export interface RunManifest extends Manifest {
   /** The slice of the grid this run covers; absent for a whole run (0/1). */
   shard?: Shard;
+  /**
+   * How the last process ran its cells: in the main thread (1), or in this many worker threads;
+   * `crashes` counts workers lost in a cell (each replaced). Absent when it ran no cell.
+   */
+  workers?: { threads: number; crashes: number } | { threads: 1; mainThread: true };
   resumes?: ResumeRecord[];
 }
 
@@ -313,6 +335,12 @@ export class SweepRun {
   private stopped = false;
   /** Set when the backend crashed and the remaining cells were not run. */
   crashed = false;
+  /** Worker threads running the cells; absent when they run in the main thread. */
+  private pool?: WorkerPool;
+  private workerPreload: string[] = [];
+  /** Records this process appended to cells.jsonl, in the order they finished. */
+  private readonly appended: CellResult[] = [];
+  private readonly writing = new Set<Promise<void>>();
 
   private constructor(
     readonly config: SweepConfig,
@@ -322,7 +350,8 @@ export class SweepRun {
     readonly manifest: RunManifest,
     private readonly progress: Progress,
     readonly shard: Shard,
-    kept: CellResult[],
+    /** The records cells.jsonl held when this process took the run over, in file order. */
+    private readonly kept: CellResult[],
     private readonly resumed: boolean,
   ) {
     this.cells = shardCells(expandCells(config), shard);
@@ -355,6 +384,7 @@ export class SweepRun {
     manifest.targets = targetSummaries(env);
     if (shard.count > 1) manifest.shard = shard;
     const run = new SweepRun(config, env, files, manifest, progress, shard, [], false);
+    run.workerPreload = opts.workerPreload ?? [];
     await files.writeManifest(manifest);
     progress.log(`writing to ${dir}${shard.count > 1 ? ` (shard ${formatShard(shard)}: ${run.cells.length} cells)` : ''}`);
     return run;
@@ -408,12 +438,16 @@ export class SweepRun {
       },
     ];
     const run = new SweepRun(config, env, files, manifest, progress, shard, kept, true);
+    run.workerPreload = opts.workerPreload ?? [];
     await files.writeManifest(manifest);
     progress.log(`resuming ${dir}: ${kept.length} of ${cells.length} cells done, ${toRun} to run`);
     return run;
   }
 
-  /** Runs the pending cells (bounded by config.concurrency); stops launching new ones after stop(). */
+  /**
+   * Runs the pending cells, at most config.concurrency at once, each in a worker thread of its
+   * own when they can leave the main thread (see openPool); stops launching new ones after stop().
+   */
   async runAll(): Promise<CellResult[]> {
     const total = this.cells.length;
     this.progress.runStart?.({
@@ -426,20 +460,48 @@ export class SweepRun {
       resumed: this.resumed,
     });
     const env = this.env;
-    if (!env) return this.results;
-    const limit = pLimit(this.config.concurrency);
+    if (!env || !this.pending.length) return this.results;
+    const pool = (this.pool = await this.openPool(env));
+    if (this.stopped) {
+      // Interrupted while the workers started: finish() found no pool to close.
+      await pool?.close();
+      return this.results;
+    }
+    const inFlight = pool ? pool.size : resolveConcurrency(this.config.concurrency, this.pending.length, { inThread: true });
+    this.manifest.workers = pool ? { threads: pool.size, crashes: 0 } : { threads: 1, mainThread: true };
+    // One picture of sample queries per (target, attack, side): the first of its cells to start draws it.
+    const pictured = new Set<string>();
+    let latest = -1;
+    const limit = pLimit(inFlight);
     await Promise.all(
       this.pending.map((cell) =>
         limit(async () => {
           if (this.stopped) return;
           const index = this.position.get(cellKey(cell)) as number;
+          latest = index;
           this.progress.cellStart(index, total, cell);
-          const result = await runCell(env, cell, (d, t, phase) => this.progress.cellStep(d, t, phase));
+          // The status line shows the cell started last; its steps only, when several run at once.
+          const onStep = (d: number, t: number, phase: string) => {
+            if (index === latest) this.progress.cellStep(d, t, phase);
+          };
+          let result: CellResult;
+          if (pool) {
+            const picture = queryGridPath(this.files.dir, cell);
+            const sample = !pictured.has(picture);
+            pictured.add(picture);
+            result = await pool.run({ cell, sample, onStep });
+          } else {
+            result = await runCell(env, cell, onStep);
+          }
           if (this.stopped) return; // finish() already wrote the files; a late result must not change them
           this.results.push(result);
-          await this.files.appendCell(result);
+          this.appended.push(result);
+          const write = this.files.appendCell(result);
+          this.writing.add(write);
+          await write.finally(() => this.writing.delete(write));
           this.progress.cellEnd(index, total, result);
-          if (result.error?.startsWith(BACKEND_CRASH)) {
+          // A worker's crash cost that worker only (the pool replaced it); in the main thread it ends the run.
+          if (!pool && result.error?.startsWith(BACKEND_CRASH)) {
             this.stopped = true;
             this.crashed = true;
             this.progress.log(`the ${env.backend.name} backend crashed in cell ${index + 1} (${result.error}); the cells not yet run are left out, since each would fail on the damaged heap. Finished cells are kept in ${this.files.dir}`);
@@ -447,11 +509,57 @@ export class SweepRun {
         }),
       ),
     );
+    if (pool) this.manifest.workers = { threads: inFlight, crashes: pool.crashes };
     return this.results;
+  }
+
+  /**
+   * Worker threads for the cells, or undefined to run them in the main thread: when one cell at a
+   * time is asked for, when the harness serves the targets over HTTP itself (one server and one
+   * ledger, in this thread), or when no worker can run them (said in the log).
+   */
+  private async openPool(env: SweepEnv): Promise<WorkerPool | undefined> {
+    // This thread's footprint once prepared stands for a worker's: each holds the same data and targets.
+    const memory = { free: freemem(), perThread: process.memoryUsage().rss };
+    const threads = resolveConcurrency(this.config.concurrency, this.pending.length, { memory });
+    if (threads <= 1) return undefined;
+    const log = (m: string) => this.progress.log(m);
+    if (this.config.transport === 'http' && !this.config.server) {
+      log(`transport "http" serves the targets from this thread: cells run here${this.config.concurrency === 'auto' ? ', one at a time' : ` (${this.config.concurrency} interleaved)`}`);
+      return undefined;
+    }
+    const opened = await WorkerPool.open(
+      threads,
+      { config: this.config, cacheDir: env.cacheDir, backend: env.backend.name, runDir: this.files.dir, preload: this.workerPreload },
+      attackRegistryDigest(ATTACKS),
+      {
+        log,
+        crashed: (cell, error, seconds) => ({ ...cellBase(env, cell), status: 'failed', queries: 0, seconds, error: `${BACKEND_CRASH}: ${error}` }),
+        isCrash: (r) => Boolean(r.error?.startsWith(BACKEND_CRASH)),
+      },
+    );
+    if (opened instanceof WorkerPool) {
+      log(`running ${this.pending.length} cells in ${opened.size} worker threads (each with its own ${env.backend.name} backend, data and targets)`);
+      return opened;
+    }
+    log(`cells run in this thread: ${opened.reason}`);
+    return undefined;
   }
 
   stop(): void {
     this.stopped = true;
+  }
+
+  /**
+   * Cells run at once finish out of grid order. Once no record is being appended, the ones this
+   * process appended are put in grid order (after those it found, which stay as they were), so
+   * cells.jsonl reads like that of a run of one cell at a time.
+   */
+  private async orderCellsFile(): Promise<void> {
+    await Promise.allSettled([...this.writing]);
+    const at = (r: CellResult) => this.position.get(cellKey(r)) ?? 0;
+    if (this.appended.every((r, i) => i === 0 || at(this.appended[i - 1]) < at(r))) return;
+    await this.files.rewriteCells([...this.kept, ...[...this.appended].sort((a, b) => at(a) - at(b))]);
   }
 
   /** Counts over the run's cells; `missing` have no result (interrupted, or left out after a crash). */
@@ -471,6 +579,8 @@ export class SweepRun {
     this.manifest.status = status;
     this.manifest.finishedAt = new Date().toISOString();
     this.manifest.cells = counts;
+    await this.pool?.close();
+    await this.orderCellsFile();
     await writeRunOutputs(this.files, this.config, this.results, this.manifest, (m) => this.progress.log(m));
     if (this.env) await disposeSweep(this.env);
     this.progress.runEnd?.({ runDir: this.files.dir, status, counts: { ...counts, missing } });
@@ -547,4 +657,29 @@ export async function resumeSweep(dir: string, config: SweepConfig, opts: SweepS
   await run.runAll();
   await run.finish('finished');
   return run;
+}
+
+/** One timed sweep: what `npm run bench` reports for each concurrency it compares. */
+export interface SweepTiming {
+  concurrency: SweepConfig['concurrency'];
+  /** Cells in flight: worker threads, or 1 in the main thread. */
+  threads: number;
+  mainThread: boolean;
+  /** Whole-run wall time: preparing (targets from the cache), the cells, and the outputs. */
+  seconds: number;
+  cells: number;
+  dir: string;
+}
+
+/**
+ * Runs `config` at the given concurrency and times it. Train the targets first (a sweep or
+ * getTarget with the same cache), or the first timing includes their training.
+ */
+export async function timeSweep(config: SweepConfig, concurrency: SweepConfig['concurrency'], opts: SweepStartOptions = {}): Promise<SweepTiming> {
+  const started = performance.now();
+  const run = await runSweep({ ...config, concurrency }, opts);
+  const seconds = (performance.now() - started) / 1000;
+  const workers = run.manifest.workers;
+  const mainThread = !workers || 'mainThread' in workers;
+  return { concurrency, threads: workers?.threads ?? 1, mainThread, seconds, cells: run.results.length, dir: run.files.dir };
 }

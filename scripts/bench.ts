@@ -16,7 +16,7 @@ import { Command } from 'commander';
 import { loadSweepConfig } from '../bench/config.ts';
 import { REPO_ROOT } from '../bench/manifest.ts';
 import { createProgress } from '../bench/progress.ts';
-import { runSweep } from '../bench/runner.ts';
+import { timeSweep } from '../bench/runner.ts';
 import { writeAtomic } from '../bench/writers.ts';
 import { defaultCacheDir, loadDataset } from '../datasets/index.ts';
 import { toTensor } from '../datasets/split.ts';
@@ -211,10 +211,21 @@ if (!opts.trainingOnly) {
   oracle = { backend: backend.name, gpu: backend.gpu, batchSize: 256, perTarget };
 
   if (!opts.skipSweep) {
-    const t0 = performance.now();
-    const run = await runSweep(quick, { runId: `bench-quick-${Date.now()}`, progress: createProgress() });
-    sweep = { preset: 'quick', seconds: Math.round((performance.now() - t0) / 100) / 10, cells: run.results.length, dir: run.files.dir };
-    console.log(`quick preset: ${sweep.seconds} s wall time for ${run.results.length} cells (targets from cache)`);
+    // The same sweep with one worker and with one per core: what worker threads buy on this machine.
+    const round = (s: number) => Math.round(s * 10) / 10;
+    const one = await timeSweep(quick, 1, { runId: `bench-quick-1-${Date.now()}`, progress: createProgress() });
+    const many = await timeSweep(quick, 'auto', { runId: `bench-quick-n-${Date.now()}`, progress: createProgress() });
+    sweep = {
+      preset: 'quick',
+      cells: one.cells,
+      seconds: round(many.seconds),
+      byWorkers: [
+        { workers: one.threads, mainThread: one.mainThread, seconds: round(one.seconds) },
+        { workers: many.threads, mainThread: many.mainThread, seconds: round(many.seconds) },
+      ],
+      speedup: Math.round((one.seconds / many.seconds) * 100) / 100,
+    };
+    console.log(`quick preset (${one.cells} cells, targets from cache): ${round(one.seconds)} s with 1 worker, ${round(many.seconds)} s with ${many.threads} (×${sweep.speedup})`);
   }
 }
 

@@ -62,9 +62,10 @@ function intList(value: string): number[] {
   return items;
 }
 
-function positiveInt(value: string): number {
+function concurrencyValue(value: string): SweepConfig['concurrency'] {
+  if (value === 'auto') return 'auto';
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`expected a positive integer, got "${value}"`);
+  if (!Number.isInteger(n) || n < 1 || n > 64) throw new InvalidArgumentError(`expected "auto" or a whole number from 1 to 64, got "${value}"`);
   return n;
 }
 
@@ -74,7 +75,7 @@ interface SweepFlags {
   runId?: string;
   seeds?: number[];
   budgets?: number[];
-  concurrency?: number;
+  concurrency?: SweepConfig['concurrency'];
   transport?: SweepConfig['transport'];
   /** A run folder, or true (bare --resume): the --results/--run-id folder, started when it holds no run yet. */
   resume?: string | true;
@@ -255,7 +256,7 @@ program
   .option('--run-id <id>', 'name of the run folder (default <config name>-<timestamp>)')
   .option('--seeds <list>', 'override the seeds, e.g. 1,2,3', intList)
   .option('--budgets <list>', 'override the query budgets, e.g. 100,1000', intList)
-  .option('-c, --concurrency <n>', 'cells in flight at once (overrides the config)', positiveInt)
+  .option('-c, --concurrency <n>', 'cells in flight at once, each in a worker thread of its own: a number, or "auto" (one per core; the default when the config sets none); 1 runs them one at a time in the main thread. Overrides the config', concurrencyValue)
   .addOption(new Option('-t, --transport <name>', 'how attacks reach the targets (overrides the config)').choices([...TRANSPORTS]))
   .option('--resume [dir]', 'continue the run in DIR (results/<run-id>): keep its finished cells, run failed and missing ones; bare --resume continues --run-id, or starts it when it holds no run yet')
   .option('--shard <i/n>', 'run shard i of n (0-based, 0 ≤ i < n): the grid cells whose index mod n is i; merge the shards with `rhobench merge`')

@@ -1,0 +1,310 @@
+import { createHash } from 'node:crypto';
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import type { Attack } from '../attacks/types.ts';
+import type { BackendName } from '../models/backend.ts';
+import type { SweepConfig } from './config.ts';
+import type { Cell, CellResult } from './types.ts';
+
+/** A config's `concurrency`: a number of cells in flight, or 'auto' (one per core, at most one per cell). */
+export type ConcurrencySetting = SweepConfig['concurrency'];
+
+/**
+ * How many cells run at once. 'auto' takes one per core the process may use, never more than
+ * there are cells, nor than free memory holds when each thread needs `memory.perThread` bytes
+ * (a worker holds its own data and targets). When cells must run in the main thread (`inThread`),
+ * 'auto' means one: cells there share one backend, so more would interleave, not parallelise.
+ */
+export function resolveConcurrency(
+  setting: ConcurrencySetting,
+  cells: number,
+  opts: { inThread?: boolean; cores?: number; memory?: { free: number; perThread: number } } = {},
+): number {
+  if (setting !== 'auto') return setting;
+  if (opts.inThread) return 1;
+  const fits = opts.memory ? Math.floor(opts.memory.free / opts.memory.perThread) : Infinity;
+  return Math.max(1, Math.min(opts.cores ?? availableParallelism(), cells, fits));
+}
+
+/**
+ * A digest of the attack registry: names and the source of each `run`. A worker loads the registry
+ * from source; an attack added or replaced at run time in the main thread (a plugin, a test) gives
+ * another digest there, and the sweep then keeps its cells in the main thread, where that attack is.
+ */
+export function attackRegistryDigest(attacks: Record<string, Attack>): string {
+  const hash = createHash('sha256');
+  for (const name of Object.keys(attacks).sort()) hash.update(`${name}\0${formatFreeSource(attacks[name].run)}\0`);
+  return hash.digest('hex');
+}
+
+/**
+ * A function's source as written: tsx compiles a module to CommonJS when it is require()d (uvu's
+ * -r tsx) and to ESM when imported (workers): CommonJS output calls imports as
+ * `(0, import_mod.name)(…)` and spaces differently. Those differences are taken out.
+ */
+function formatFreeSource(fn: unknown): string {
+  return String(fn)
+    .replace(/\(0,\s*import_[\w$]+\.([\w$]+)\)/g, '$1')
+    .replace(/\bimport_[\w$]+\.([\w$]+)/g, '$1')
+    .replace(/\s+/g, '');
+}
+
+/** What a worker needs to prepare its own copy of a sweep's environment. */
+export interface WorkerInit {
+  config: SweepConfig;
+  cacheDir: string;
+  /** The backend the main thread resolved ('auto' is settled there, so every thread runs the same one). */
+  backend: BackendName;
+  /** Run folder: where sample-query pictures go. */
+  runDir?: string;
+  /** Modules imported before preparing (SweepOptions.workerPreload). */
+  preload?: string[];
+}
+
+/** Messages to a worker. */
+export type ToWorker = { type: 'run'; id: number; cell: Cell; sample: boolean };
+
+/** Messages from a worker. */
+export type FromWorker =
+  | { type: 'ready'; attacks: string }
+  | { type: 'start-failed'; error: string }
+  | { type: 'log'; message: string }
+  | { type: 'step'; id: number; done: number; total: number; phase: string }
+  | { type: 'result'; id: number; result: CellResult };
+
+/** What a pool asks of the sweep it serves. */
+export interface PoolHooks {
+  log(message: string): void;
+  /** The record of a cell its thread did not finish: the thread died, or the pool was closed. */
+  crashed(cell: Cell, error: string, seconds: number): CellResult;
+  /** True for a result that leaves its worker's heap damaged (a wasm RuntimeError). */
+  isCrash(result: CellResult): boolean;
+}
+
+export interface CellJob {
+  cell: Cell;
+  /** Keep this cell's first queries for a picture (the main thread picks one cell per picture). */
+  sample: boolean;
+  onStep?(done: number, total: number, phase: string): void;
+}
+
+interface Pending extends CellJob {
+  id: number;
+  started: number;
+  resolve(result: CellResult): void;
+}
+
+/** Registers tsx in the worker, then loads cell-worker.ts. */
+const ENTRY = new URL('./cell-worker.mjs', import.meta.url);
+
+/** One worker thread running one cell at a time. */
+class CellThread {
+  readonly worker: Worker;
+  readonly ready: Promise<{ attacks: string }>;
+  job?: Pending;
+  dead = false;
+  /** It prepared its environment and took work: worth replacing when it dies. */
+  wasReady = false;
+
+  constructor(
+    readonly number: number,
+    init: WorkerInit,
+    private readonly onMessage: (thread: CellThread, msg: FromWorker) => void,
+    private readonly onDeath: (thread: CellThread, error: string) => void,
+  ) {
+    // stdout: true keeps a stray print of a worker off the parent's stdout (the --json event stream);
+    // it is passed on to stderr instead.
+    // execArgv: [] leaves out the main thread's loader flags, which a worker cannot take.
+    this.worker = new Worker(ENTRY, { execArgv: [], workerData: init, stdout: true });
+    this.worker.stdout.pipe(process.stderr, { end: false });
+    let settle: { ok(v: { attacks: string }): void; fail(e: Error): void };
+    this.ready = new Promise((ok, fail) => (settle = { ok, fail }));
+    this.ready.catch(() => {}); // awaited by the pool; a thread dying later must not raise an unhandled rejection
+    this.worker.on('message', (msg: FromWorker) => {
+      if (msg.type === 'ready') {
+        this.wasReady = true;
+        settle.ok({ attacks: msg.attacks });
+      } else if (msg.type === 'start-failed') {
+        this.die(`worker thread ${this.number} did not start: ${msg.error}`, settle);
+        void this.worker.terminate();
+      } else this.onMessage(this, msg);
+    });
+    this.worker.on('error', (err) => this.die(`worker thread ${this.number} failed: ${err.message}`, settle));
+    this.worker.on('exit', (code) => this.die(`worker thread ${this.number} exited (code ${code})`, settle));
+  }
+
+  private die(error: string, settle: { fail(e: Error): void }): void {
+    if (this.dead) return;
+    this.dead = true;
+    settle.fail(new Error(error));
+    this.onDeath(this, error);
+  }
+
+  run(job: Pending): void {
+    this.job = job;
+    this.worker.postMessage({ type: 'run', id: job.id, cell: job.cell, sample: job.sample } satisfies ToWorker);
+  }
+
+  async stop(): Promise<void> {
+    this.dead = true;
+    await this.worker.terminate();
+  }
+}
+
+/**
+ * Worker threads that run a sweep's cells, each thread with its own tfjs backend, data and targets,
+ * one cell at a time. A cell whose worker crashes (a wasm RuntimeError, which damages that thread's
+ * heap, or the thread dying) is recorded as failed and the thread is replaced by a fresh one.
+ */
+export class WorkerPool {
+  private readonly threads = new Set<CellThread>();
+  private readonly queue: Pending[] = [];
+  private nextId = 0;
+  private nextNumber = 1;
+  private closed = false;
+  /** Threads lost in a cell (each replaced). */
+  crashes = 0;
+
+  private constructor(
+    private readonly init: WorkerInit,
+    private readonly hooks: PoolHooks,
+  ) {}
+
+  /**
+   * Starts `size` threads and waits until each has prepared its environment. Resolves to the
+   * pool, or to the reason cells must stay in the main thread: no thread started, or the threads'
+   * attack registry differs from the main thread's (`attacks`, an attackRegistryDigest).
+   */
+  static async open(size: number, init: WorkerInit, attacks: string, hooks: PoolHooks): Promise<WorkerPool | { reason: string }> {
+    const pool = new WorkerPool(init, hooks);
+    let threads: CellThread[];
+    try {
+      threads = Array.from({ length: size }, () => pool.spawn());
+    } catch (err) {
+      await pool.close();
+      return { reason: `no worker thread started (${(err as Error).message})` };
+    }
+    const outcomes = await Promise.allSettled(threads.map((t) => t.ready));
+    const ready = outcomes.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
+    const failures = outcomes.flatMap((o) => (o.status === 'rejected' ? [(o.reason as Error).message] : []));
+    if (!ready.length) {
+      await pool.close();
+      return { reason: `no worker thread started (${failures[0]})` };
+    }
+    if (ready.some((r) => r.attacks !== attacks)) {
+      await pool.close();
+      return { reason: 'the attack registry was changed in this thread (an attack added or replaced at run time), and worker threads would not see the change' };
+    }
+    if (failures.length) hooks.log(`${failures.length} of ${size} worker threads did not start (${failures[0]}); running on ${ready.length}`);
+    return pool;
+  }
+
+  /** Live threads: started or starting. */
+  get size(): number {
+    return this.threads.size;
+  }
+
+  private spawn(): CellThread {
+    const thread = new CellThread(this.nextNumber++, this.init, (t, msg) => this.message(t, msg), (t, error) => this.death(t, error));
+    this.threads.add(thread);
+    thread.ready.then(
+      () => this.dispatch(),
+      () => {},
+    );
+    return thread;
+  }
+
+  /** Runs a cell on the next free thread. Never rejects: a crash is a failed result. */
+  run(job: CellJob): Promise<CellResult> {
+    return new Promise((resolve) => {
+      this.queue.push({ ...job, id: this.nextId++, started: performance.now(), resolve });
+      this.dispatch();
+    });
+  }
+
+  private dispatch(): void {
+    for (const thread of this.threads) {
+      if (!this.queue.length) return;
+      if (thread.dead || thread.job) continue;
+      // Only threads that are ready take work; ready resolves before any other message arrives.
+      void thread.ready.then(
+        () => {
+          if (thread.dead || thread.job || !this.queue.length) return;
+          const job = this.queue.shift() as Pending;
+          job.started = performance.now();
+          thread.run(job);
+        },
+        () => {},
+      );
+    }
+    if (this.queue.length && this.threads.size === 0) this.failQueued('no worker thread is left to run it');
+  }
+
+  private message(thread: CellThread, msg: FromWorker): void {
+    if (msg.type === 'log') this.hooks.log(`worker ${thread.number}: ${msg.message}`);
+    else if (msg.type === 'step' && thread.job?.id === msg.id) thread.job.onStep?.(msg.done, msg.total, msg.phase);
+    else if (msg.type === 'result' && thread.job?.id === msg.id) {
+      const job = thread.job;
+      thread.job = undefined;
+      if (this.hooks.isCrash(msg.result)) {
+        // The thread's wasm heap is damaged: every later cell there would fail too.
+        this.crashes++;
+        this.hooks.log(`worker ${thread.number} crashed in a cell (${msg.result.error}); a fresh worker takes its place`);
+        this.replace(thread);
+      }
+      job.resolve(msg.result);
+      this.dispatch();
+    }
+  }
+
+  private death(thread: CellThread, error: string): void {
+    this.threads.delete(thread);
+    const job = thread.job;
+    thread.job = undefined;
+    if (this.closed) {
+      job?.resolve(this.hooks.crashed(job.cell, 'stopped', (performance.now() - job.started) / 1000));
+      return;
+    }
+    if (job) {
+      this.crashes++;
+      this.hooks.log(`${error} in a cell; the cell is recorded as failed and a fresh worker takes its place`);
+      job.resolve(this.hooks.crashed(job.cell, error, (performance.now() - job.started) / 1000));
+    } else if (thread.wasReady) {
+      this.hooks.log(`${error} between cells; a fresh worker takes its place`);
+    }
+    // A thread that never started is not replaced: its replacement would most likely fail the same way.
+    if (thread.wasReady) this.spawnReplacement();
+    else if (this.queue.length && this.threads.size === 0) this.failQueued(error);
+    this.dispatch();
+  }
+
+  private replace(thread: CellThread): void {
+    this.threads.delete(thread);
+    void thread.stop();
+    this.spawnReplacement();
+  }
+
+  private spawnReplacement(): void {
+    if (this.closed) return;
+    const fresh = this.spawn();
+    fresh.ready.catch((err: Error) => this.hooks.log(`a replacement worker did not start: ${err.message}`));
+  }
+
+  private failQueued(why: string): void {
+    for (const job of this.queue.splice(0)) job.resolve(this.hooks.crashed(job.cell, why, 0));
+  }
+
+  /** Stops every thread; cells in flight end as failed (a stopped run drops them). */
+  async close(): Promise<void> {
+    this.closed = true;
+    const threads = [...this.threads];
+    await Promise.all(threads.map((t) => t.stop()));
+    for (const t of threads) {
+      const job = t.job;
+      t.job = undefined;
+      job?.resolve(this.hooks.crashed(job.cell, 'stopped', (performance.now() - job.started) / 1000));
+    }
+    this.threads.clear();
+    this.failQueued('stopped');
+  }
+}

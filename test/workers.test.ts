@@ -1,0 +1,179 @@
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { ATTACKS } from '../attacks/index.ts';
+import { parseSweepConfig, type SweepConfig } from '../bench/config.ts';
+import { cellKey, expandCells } from '../bench/grid.ts';
+import { REPO_ROOT } from '../bench/manifest.ts';
+import { queryGridPath } from '../bench/query-samples.ts';
+import { runSweep, type RunManifest } from '../bench/runner.ts';
+import type { CellResult } from '../bench/types.ts';
+import { attackRegistryDigest, resolveConcurrency } from '../bench/workers.ts';
+import { TEST_CACHE } from './helpers.ts';
+
+const work = mkdtempSync(join(tmpdir(), 'rhobench-workers-'));
+const resultsDir = join(work, 'results');
+
+/** Cheap cells (as in sweep.test.ts): a naive-Bayes target on small MNIST, cached across the suite. */
+const tinyJson = {
+  name: 'tiny',
+  dataset: { name: 'mnist', trainSize: 2000, poolSize: 1000, evalSize: 500, seed: 3 },
+  targets: [{ id: 'nb', family: 'naive-bayes', trainSize: 2000 }],
+  attacks: ['knockoff', 'distillation'],
+  students: [{ arch: 'mlp', epochs: 3, batchSize: 32, lr: 0.003 }],
+  side: [
+    { name: 'same+probs', pool: 'same', disclosure: 'probs' },
+    { name: 'noise+label', pool: 'noise', disclosure: 'label' },
+  ],
+  budgets: [100, 300],
+  seeds: [1],
+  backend: 'wasm',
+};
+const tiny = parseSweepConfig(tinyJson);
+const tinyPath = join(work, 'tiny.json');
+writeFileSync(tinyPath, JSON.stringify(tinyJson));
+
+const json = (path: string) => JSON.parse(readFileSync(path, 'utf8'));
+const cellsOf = (dir: string): CellResult[] => readFileSync(join(dir, 'cells.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+
+/** The CLI through its bin shim (node scripts/rhobench.js), as a user runs it. */
+function rhobench(args: string[]): Promise<{ code: number | null; out: string; err: string }> {
+  const child = spawn(process.execPath, [join(REPO_ROOT, 'scripts', 'rhobench.js'), ...args], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, RHOBENCH_CACHE: TEST_CACHE },
+  });
+  let out = '';
+  let err = '';
+  child.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
+  child.stderr.setEncoding('utf8').on('data', (s: string) => (err += s));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  return new Promise((resolve) => child.on('close', (code) => (clearTimeout(timer), resolve({ code, out, err }))));
+}
+
+test("'auto' concurrency is one cell per core, at most one per cell, and one in the main thread", () => {
+  assert.is(resolveConcurrency('auto', 8, { cores: 2 }), 2);
+  assert.is(resolveConcurrency('auto', 1, { cores: 16 }), 1);
+  assert.is(resolveConcurrency('auto', 8, { cores: 2, inThread: true }), 1);
+  assert.is(resolveConcurrency('auto', 8, { cores: 8, memory: { free: 3e9, perThread: 1e9 } }), 3, 'no more threads than free memory holds');
+  assert.is(resolveConcurrency('auto', 8, { cores: 8, memory: { free: 0.5e9, perThread: 1e9 } }), 1);
+  assert.is(resolveConcurrency(3, 8, { cores: 2, inThread: true }), 3, 'a number is taken as given');
+  assert.is(parseSweepConfig(tinyJson).concurrency, 'auto');
+  assert.throws(() => parseSweepConfig({ ...tinyJson, concurrency: 0 }), /concurrency/);
+  assert.throws(() => parseSweepConfig({ ...tinyJson, concurrency: 'many' }), /concurrency/);
+});
+
+test('2 worker threads (the CLI through its bin shim) give the cells and ρ of 1 cell at a time in the main thread', async () => {
+  const one = await runSweep({ ...tiny, concurrency: 1 }, { resultsDir, cacheDir: TEST_CACHE, runId: 'one' });
+  assert.equal(json(join(resultsDir, 'one', 'manifest.json')).workers, { threads: 1, mainThread: true });
+
+  const cli = await rhobench(['sweep', tinyPath, '-c', '2', '--json', '--results', resultsDir, '--run-id', 'two']);
+  assert.is(cli.code, 0, cli.err);
+  const logs = cli.out.trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.event === 'log').map((e) => e.message as string);
+  assert.ok(logs.some((m) => /running 8 cells in 2 worker threads/.test(m)), logs.join('\n'));
+  const dir = join(resultsDir, 'two');
+  const manifest: RunManifest = json(join(dir, 'manifest.json'));
+  assert.equal(manifest.workers, { threads: 2, crashes: 0 });
+  assert.is(manifest.config.concurrency, 2);
+
+  const two = cellsOf(dir);
+  assert.equal(two.map(cellKey), expandCells(tiny).map(cellKey), 'every cell once, put back in grid order when the run ended');
+  const byKey = new Map(one.results.map((r) => [cellKey(r), r]));
+  for (const r of two) {
+    const o = byKey.get(cellKey(r))!;
+    assert.is(r.status, o.status, cellKey(r));
+    assert.is(r.rho, o.rho, `${cellKey(r)}: ρ ${r.rho} in a worker vs ${o.rho} in the main thread`);
+    assert.is(r.studentAccuracy, o.studentAccuracy, cellKey(r));
+  }
+  assert.ok(two.filter((r) => r.status === 'ok').length >= 5 && two.every((r) => r.status !== 'failed'));
+  // The main thread hands each picture to one cell: the same three as a one-thread run draws.
+  for (const [attack, side] of [['knockoff', 'same+probs'], ['knockoff', 'noise+label'], ['distillation', 'same+probs']]) {
+    assert.ok(existsSync(queryGridPath(dir, { target: 'nb', attack, side })), `${attack} ${side}`);
+  }
+  assert.not.ok(existsSync(queryGridPath(dir, { target: 'nb', attack: 'distillation', side: 'noise+label' })));
+
+  const bad = await rhobench(['sweep', tinyPath, '-c', '0', '--results', resultsDir]);
+  assert.is(bad.code, 2);
+  assert.match(bad.err, /expected "auto" or a whole number from 1 to 64, got "0"/);
+});
+
+// Attacks that crash the thread they run in on seed 1 and act as knockoff otherwise. A worker
+// registers them by importing the module (SweepOptions.workerPreload). This file may be compiled
+// to CommonJS (uvu -r tsx), with a registry of its own: it registers them there too.
+const crashModule = join(work, 'crashing-attacks.mjs');
+writeFileSync(crashModule, [
+  "import { isMainThread } from 'node:worker_threads';",
+  'export function register(attacks) {',
+  '  const knockoff = attacks.knockoff;',
+  "  attacks['wasm-crash'] = { name: 'wasm-crash', run: async (ctx) => {",
+  "    if (ctx.seed === 1) throw new WebAssembly.RuntimeError('memory access out of bounds');",
+  '    return knockoff.run(ctx);',
+  '  } };',
+  "  attacks['thread-exit'] = { name: 'thread-exit', run: async (ctx) => {",
+  "    if (ctx.seed === 1) { if (isMainThread) throw new Error('meant for a worker thread'); process.exit(7); }",
+  '    return knockoff.run(ctx);',
+  '  } };',
+  '}',
+  `register((await import(${JSON.stringify(pathToFileURL(join(REPO_ROOT, 'attacks', 'index.ts')).href)})).ATTACKS);`,
+].join('\n'));
+
+const crashing = (): SweepConfig => ({
+  ...tiny,
+  attacks: ['knockoff', 'wasm-crash', 'thread-exit'] as SweepConfig['attacks'],
+  side: [tiny.side[0]],
+  budgets: [100],
+  seeds: [1, 2],
+  concurrency: 2,
+});
+
+test('a cell that crashes its worker is recorded as failed, the worker is replaced, and every other cell runs', async () => {
+  (await import(pathToFileURL(crashModule).href)).register(ATTACKS);
+  try {
+    const config = crashing();
+    const run = await runSweep(config, { resultsDir, cacheDir: TEST_CACHE, runId: 'crash', workerPreload: [crashModule] });
+    assert.not.ok(run.crashed, 'a worker crash does not end the run');
+    const cells = cellsOf(join(resultsDir, 'crash'));
+    assert.equal(cells.map(cellKey).sort(), expandCells(config).map(cellKey).sort(), 'every cell has its record');
+    const cell = (attack: string, seed: number) => cells.find((c) => c.attack === attack && c.seed === seed)!;
+    assert.is(cell('wasm-crash', 1).status, 'failed');
+    assert.match(cell('wasm-crash', 1).error!, /^backend crashed: memory access out of bounds/);
+    assert.is(cell('thread-exit', 1).status, 'failed');
+    assert.match(cell('thread-exit', 1).error!, /^backend crashed: worker thread \d+ exited \(code 7\)/);
+    // The fresh workers run knockoff's cells as before: the same ρ as knockoff's own seed-2 cell.
+    const reference = cell('knockoff', 2);
+    assert.is(reference.status, 'ok', reference.error);
+    for (const attack of ['wasm-crash', 'thread-exit']) {
+      assert.is(cell(attack, 2).status, 'ok', cell(attack, 2).error);
+      assert.is(cell(attack, 2).rho, reference.rho, attack);
+    }
+    const manifest: RunManifest = json(join(resultsDir, 'crash', 'manifest.json'));
+    assert.equal(manifest.workers, { threads: 2, crashes: 2 });
+    assert.equal(manifest.cells, { total: 6, ok: 4, notApplicable: 0, failed: 2 });
+    assert.is(manifest.status, 'finished');
+  } finally {
+    delete ATTACKS['wasm-crash'];
+    delete ATTACKS['thread-exit'];
+  }
+});
+
+test('an attack registered in this thread only keeps the cells here, where it exists', async () => {
+  const before = attackRegistryDigest(ATTACKS);
+  ATTACKS['main-only'] = { name: 'main-only', run: (ctx) => ATTACKS.knockoff.run(ctx) };
+  try {
+    assert.is.not(attackRegistryDigest(ATTACKS), before);
+    const logs: string[] = [];
+    const progress = { cellStart() {}, cellStep() {}, cellEnd() {}, log: (m: string) => logs.push(m) };
+    const config = { ...tiny, attacks: ['main-only'] as unknown as SweepConfig['attacks'], side: [tiny.side[0]], concurrency: 2 };
+    const run = await runSweep(config, { resultsDir, cacheDir: TEST_CACHE, runId: 'main-only', progress });
+    assert.ok(logs.some((m) => /cells run in this thread: the attack registry was changed/.test(m)), logs.join('\n'));
+    assert.equal(run.manifest.workers, { threads: 1, mainThread: true });
+    assert.ok(run.results.every((r) => r.status === 'ok'), JSON.stringify(run.results.map((r) => r.error)));
+  } finally {
+    delete ATTACKS['main-only'];
+  }
+});
+
+test.run();
