@@ -110,6 +110,26 @@ function gemmNN(mr: number, nv: number): Fn {
   return f;
 }
 
+/** (n, oh, ow) of patch row p0 in an [n, ho, wo] grid of output pixels. */
+function firstPixel(f: Fn, p0: Local, wo: Local, ho: Local, n: Local, oh: Local, ow: Local): void {
+  f.set(ow, i32.remS(get(p0), get(wo)));
+  f.set(oh, i32.remS(i32.divS(get(p0), get(wo)), get(ho)));
+  f.set(n, i32.divS(get(p0), i32.mul(get(wo), get(ho))));
+}
+
+/** The next output pixel: (n, oh, ow) counts like an odometer. */
+function nextPixel(f: Fn, wo: Local, ho: Local, n: Local, oh: Local, ow: Local): void {
+  f.set(ow, i32.add(get(ow), i32.const(1)));
+  f.if(i32.eq(get(ow), get(wo)), () => {
+    f.set(ow, i32.const(0));
+    f.set(oh, i32.add(get(oh), i32.const(1)));
+    f.if(i32.eq(get(oh), get(ho)), () => {
+      f.set(oh, i32.const(0));
+      f.set(n, i32.add(get(n), i32.const(1)));
+    });
+  });
+}
+
 /** Copies `count` floats from src to dst (byte addresses): whole vectors, then one by one. */
 function copyRun(f: Fn, dst: Local, src: Local, count: Local, j: Local): void {
   f.for(j, i32.const(0), i32.sub(get(count), i32.const(3)), 4, () => f.store('v128', at(get(dst), get(j)), v128.load(at(get(src), get(j)))));
@@ -149,9 +169,7 @@ function patches(): Fn {
   const [r, n, oh, ow, ky, j, src, dst, run, rowBytes] = Array.from({ length: 10 }, () => f.local('i32'));
   f.set(run, i32.mul(get(kw), get(c)));
   f.set(rowBytes, i32.shl(i32.mul(get(wp), get(c)), i32.const(2)));
-  f.set(ow, i32.remS(get(p0), get(wo)));
-  f.set(oh, i32.remS(i32.divS(get(p0), get(wo)), get(ho)));
-  f.set(n, i32.divS(get(p0), i32.mul(get(wo), get(ho))));
+  firstPixel(f, p0, wo, ho, n, oh, ow);
   f.set(dst, get(out));
   f.for(r, i32.const(0), get(rows), 1, () => {
     f.set(src, at(get(xp), i32.mul(i32.add(i32.mul(i32.add(i32.mul(get(n), get(hp)), i32.mul(get(oh), get(sh))), get(wp)), i32.mul(get(ow), get(sw))), get(c))));
@@ -160,16 +178,7 @@ function patches(): Fn {
       f.set(dst, at(get(dst), get(run)));
       f.set(src, i32.add(get(src), get(rowBytes)));
     });
-    // Next output pixel: (n, oh, ow) counts like an odometer.
-    f.set(ow, i32.add(get(ow), i32.const(1)));
-    f.if(i32.eq(get(ow), get(wo)), () => {
-      f.set(ow, i32.const(0));
-      f.set(oh, i32.add(get(oh), i32.const(1)));
-      f.if(i32.eq(get(oh), get(ho)), () => {
-        f.set(oh, i32.const(0));
-        f.set(n, i32.add(get(n), i32.const(1)));
-      });
-    });
+    nextPixel(f, wo, ho, n, oh, ow);
   });
   return f;
 }
@@ -184,9 +193,7 @@ function addPatches(): Fn {
   const [r, n, oh, ow, ky, j, src, dst, run, rowBytes] = Array.from({ length: 10 }, () => f.local('i32'));
   f.set(run, i32.mul(get(kw), get(c)));
   f.set(rowBytes, i32.shl(i32.mul(get(wp), get(c)), i32.const(2)));
-  f.set(ow, i32.remS(get(p0), get(wo)));
-  f.set(oh, i32.remS(i32.divS(get(p0), get(wo)), get(ho)));
-  f.set(n, i32.divS(get(p0), i32.mul(get(wo), get(ho))));
+  firstPixel(f, p0, wo, ho, n, oh, ow);
   f.for(r, i32.const(0), get(rows), 1, () => {
     f.set(src, at(get(cols), i32.mul(get(r), get(ld))));
     f.set(dst, at(get(xp), i32.mul(i32.add(i32.mul(i32.add(i32.mul(get(n), get(hp)), i32.mul(get(oh), get(sh))), get(wp)), i32.mul(get(ow), get(sw))), get(c))));
@@ -197,15 +204,7 @@ function addPatches(): Fn {
       f.set(src, at(get(src), get(run)));
       f.set(dst, i32.add(get(dst), get(rowBytes)));
     });
-    f.set(ow, i32.add(get(ow), i32.const(1)));
-    f.if(i32.eq(get(ow), get(wo)), () => {
-      f.set(ow, i32.const(0));
-      f.set(oh, i32.add(get(oh), i32.const(1)));
-      f.if(i32.eq(get(oh), get(ho)), () => {
-        f.set(oh, i32.const(0));
-        f.set(n, i32.add(get(n), i32.const(1)));
-      });
-    });
+    nextPixel(f, wo, ho, n, oh, ow);
   });
   return f;
 }
