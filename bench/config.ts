@@ -21,7 +21,7 @@ export const ATTACK_NAMES = [
   'active-random', 'active-uncertainty', 'active-margin', 'active-entropy', 'active-kcenter',
   'equation-solving', 'path-finding', 'lowd-meek', 'adaptive-retraining', 'uniform-retraining',
 ] as const;
-export const BACKEND_NAMES = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
+export const BACKEND_NAMES = ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
 export const TRANSPORTS = ['inprocess', 'http'] as const;
 export const DISCLOSURE_HELP = 'label, probs, topK (e.g. top3), roundedN (e.g. rounded2) or leaf (label and leaf id, tree targets)';
 

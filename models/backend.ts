@@ -1,9 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { registerWasmKernels } from './wasm-kernels.ts';
 
-export type BackendName = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
+export type BackendName = 'auto' | 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
 export interface BackendInfo {
-  name: 'tensorflow' | 'wasm' | 'cpu';
+  name: 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
   /** True only when TensorFlow itself reports a GPU device in use. */
   gpu: boolean;
   reason: string;
@@ -34,6 +34,54 @@ async function loadTensorflow(): Promise<BackendInfo> {
       ? `${NATIVE_PACKAGE} with a CUDA GPU`
       : `${NATIVE_PACKAGE} loaded but found no usable GPU (it needs CUDA 11.x runtime libraries): running on CPU`,
   };
+}
+
+// Optional too: Dawn's Node binding (about 130 MB) and tfjs's WebGPU backend.
+const WEBGPU_PACKAGE = 'webgpu';
+const WEBGPU_BACKEND_PACKAGE = '@tensorflow/tfjs-backend-webgpu';
+
+interface GpuAdapterLike {
+  isFallbackAdapter?: boolean;
+  info?: { vendor?: string; architecture?: string; description?: string; device?: string };
+}
+interface GpuLike {
+  requestAdapter(options?: { powerPreference?: string }): Promise<GpuAdapterLike | null>;
+}
+
+/**
+ * WebGPU through Dawn (the `webgpu` package). Node 20 has no `navigator`, so Dawn's GPU object is
+ * installed where tfjs looks for it. Dawn needs a Vulkan loader (libvulkan.so.1) and a driver on
+ * Linux; without an adapter this is BackendUnavailable, never a silent fallback. Not part of 'auto':
+ * it is unmeasured here.
+ */
+async function loadWebgpu(): Promise<BackendInfo> {
+  let dawn: { create(flags: string[]): GpuLike; globals: Record<string, unknown> };
+  try {
+    dawn = await import(WEBGPU_PACKAGE);
+    await import(WEBGPU_BACKEND_PACKAGE);
+  } catch (err) {
+    throw new BackendUnavailable(
+      `backend "webgpu" needs the optional packages ${WEBGPU_PACKAGE} and ${WEBGPU_BACKEND_PACKAGE}, which did not load (${(err as Error).message.split('\n')[0]})`,
+    );
+  }
+  const g = globalThis as unknown as { navigator?: { gpu?: GpuLike } };
+  if (!g.navigator?.gpu) {
+    Object.assign(globalThis, dawn.globals);
+    const gpu = dawn.create([]);
+    if (g.navigator) Object.defineProperty(g.navigator, 'gpu', { value: gpu, configurable: true });
+    else Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
+  }
+  const adapter = await g.navigator!.gpu!.requestAdapter({ powerPreference: 'high-performance' });
+  if (!adapter) {
+    throw new BackendUnavailable(
+      'backend "webgpu": Dawn found no GPU adapter (on Linux it needs the Vulkan loader libvulkan.so.1 and a GPU driver with Vulkan support)',
+    );
+  }
+  if (!(await tf.setBackend('webgpu'))) throw new BackendUnavailable('backend "webgpu" found an adapter but did not start');
+  const info = adapter.info ?? {};
+  const name = [info.vendor, info.architecture, info.description || info.device].filter(Boolean).join(' ') || 'unnamed adapter';
+  const gpu = !adapter.isFallbackAdapter;
+  return { name: 'webgpu', gpu, reason: `WebGPU (Dawn) on ${name}${gpu ? '' : ': a software fallback adapter, not a GPU'}` };
 }
 
 const PROCESS_EVENTS = ['uncaughtException', 'unhandledRejection'] as const;
@@ -76,7 +124,7 @@ async function loadCpu(): Promise<BackendInfo> {
   return { name: 'cpu', gpu: false, reason: 'pure-JavaScript reference backend (slow)' };
 }
 
-const LOADERS = { tensorflow: loadTensorflow, wasm: loadWasm, cpu: loadCpu } as const;
+const LOADERS = { tensorflow: loadTensorflow, webgpu: loadWebgpu, wasm: loadWasm, cpu: loadCpu } as const;
 let current: { requested: BackendName; info: BackendInfo } | undefined;
 
 /**
@@ -102,7 +150,7 @@ export async function initBackend(requested: BackendName = 'auto'): Promise<Back
   } else if (requested in LOADERS) {
     info = await LOADERS[requested as keyof typeof LOADERS]();
   } else {
-    throw new BackendUnavailable(`unknown backend "${requested}": choose auto, tensorflow, wasm or cpu`);
+    throw new BackendUnavailable(`unknown backend "${requested}": choose auto, tensorflow, webgpu, wasm or cpu`);
   }
   await tf.ready();
   current = { requested, info };
