@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import type { Target } from './types.ts';
 
 /**
  * Float64 building blocks for the targets whose parameters exact attacks recover (logistic
@@ -77,4 +78,15 @@ export function float32Proba(proba64: (x: Float64Array, n: number) => Float64Arr
     const p = proba64(Float64Array.from(x.dataSync()), n);
     return tf.tensor2d(Float32Array.from(p), [n, classes]);
   };
+}
+
+/**
+ * The Target fields every float64 family shares: its float32 answers are the float64 ones rounded
+ * (float32Proba), and it holds no tensors, so disposing is a no-op.
+ */
+export function float64Target(
+  fields: Pick<Target, 'id' | 'family' | 'model' | 'inputShape' | 'classes' | 'testAccuracy'>,
+  predictProba64: (x: Float64Array, n: number) => Float64Array,
+): Target & { predictProba64: (x: Float64Array, n: number) => Float64Array } {
+  return { ...fields, predictProba64, predictProba: float32Proba(predictProba64, fields.classes), dispose: () => {} };
 }

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { TaskName } from '../../datasets/tasks.ts';
 import type { Split } from '../../datasets/types.ts';
-import { bytesF64, f64Bytes, float32Proba } from '../linear64.ts';
+import { bytesF64, f64Bytes, float64Target } from '../linear64.ts';
 import { rng, shuffleInPlace } from '../seed.ts';
 import type { Target } from '../types.ts';
 import { baseFields, count, type FamilyModule } from './family.ts';
@@ -204,16 +204,8 @@ export function linearSvmTarget(id: string, p: LinearSvmParams, inputShape: [num
     return out;
   };
   return {
-    id,
-    family: 'linear-svm',
-    model: { family: 'linear-svm' },
-    inputShape,
-    classes,
-    testAccuracy,
+    ...float64Target({ id, family: 'linear-svm', model: { family: 'linear-svm' }, inputShape, classes, testAccuracy }, predictProba64),
     linear: p,
-    predictProba64,
-    predictProba: float32Proba(predictProba64, classes),
-    dispose: () => {},
   };
 }
 

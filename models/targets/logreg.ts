@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import type { TaskName } from '../../datasets/tasks.ts';
 import type { Split } from '../../datasets/types.ts';
-import { affine, binaryLogits, bytesF64, f64Bytes, float32Proba, softmaxRows } from '../linear64.ts';
+import { affine, binaryLogits, bytesF64, f64Bytes, float64Target, softmaxRows } from '../linear64.ts';
 import type { Target } from '../types.ts';
 import { baseFields, count, type FamilyModule } from './family.ts';
 
@@ -54,15 +54,7 @@ export function logregTarget(id: string, p: LogregParams, inputShape: [number, n
   checkLogregParams(p);
   const predictProba64 = (x: Float64Array, n: number) => logregProba64(p, x, n);
   return {
-    id,
-    family: 'logreg',
-    model: { family: 'logreg' },
-    inputShape,
-    classes: p.classes,
-    testAccuracy: NaN,
-    predictProba64,
-    predictProba: float32Proba(predictProba64, p.classes),
-    dispose: () => {},
+    ...float64Target({ id, family: 'logreg', model: { family: 'logreg' }, inputShape, classes: p.classes, testAccuracy: NaN }, predictProba64),
     logreg: p,
   };
 }

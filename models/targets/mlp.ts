@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import type { TaskName } from '../../datasets/tasks.ts';
 import type { Split } from '../../datasets/types.ts';
-import { affine, bytesF64, f64Bytes, float32Proba, softmaxRows } from '../linear64.ts';
+import { affine, bytesF64, f64Bytes, float64Target, softmaxRows } from '../linear64.ts';
 import { withSeed } from '../seed.ts';
 import { fitSoft } from '../train.ts';
 import type { Target } from '../types.ts';
@@ -74,15 +74,10 @@ export function mlpTarget(id: string, p: MlpParams, inputShape: [number, number,
   checkMlpParams(p);
   const predictProba64 = (x: Float64Array, n: number) => mlpProba64(p, x, n);
   return {
-    id,
-    family: 'mlp',
-    model: { family: 'mlp', hidden: [...p.hidden] },
-    inputShape,
-    classes: p.classes,
-    testAccuracy: NaN,
-    predictProba64,
-    predictProba: float32Proba(predictProba64, p.classes),
-    dispose: () => {},
+    ...float64Target(
+      { id, family: 'mlp', model: { family: 'mlp', hidden: [...p.hidden] }, inputShape, classes: p.classes, testAccuracy: NaN },
+      predictProba64,
+    ),
     mlp: p,
   };
 }

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { argmaxRows } from '../../bench/metric.ts';
 import type { TaskName } from '../../datasets/tasks.ts';
 import type { Split } from '../../datasets/types.ts';
-import { float32Proba } from '../linear64.ts';
+import { float64Target } from '../linear64.ts';
 import type { Target } from '../types.ts';
 import { baseFields, count, type FamilyModule } from './family.ts';
 
@@ -181,24 +181,15 @@ export function treeTarget(id: string, tree: TreeModel, inputShape: [number, num
     return predictTree(tree, x, n);
   };
   return {
-    id,
-    family: 'tree',
-    model: { family: 'tree' },
-    inputShape,
-    classes: tree.classes,
-    testAccuracy,
+    ...float64Target({ id, family: 'tree', model: { family: 'tree' }, inputShape, classes: tree.classes, testAccuracy }, predictProba64),
     acceptsMissing: true,
     tree,
-    predictProba64,
     leafIds(x, n) {
       rowsOf(x, n, 'leafIds');
       const out = new Int32Array(n);
       for (let r = 0; r < n; r++) out[r] = walk(tree, x, r);
       return out;
     },
-    // The float64 answer rounded once to float32: the two paths never disagree on a class.
-    predictProba: float32Proba(predictProba64, tree.classes),
-    dispose() {},
   };
 }
 
