@@ -1,6 +1,6 @@
 import { Matrix, pseudoInverse, solve } from 'ml-matrix';
 import { linearFitted } from './ridge.ts';
-import { checkLabels, linearRegGradient, margins, svmSqHinge } from './svm-sqhinge.ts';
+import { checkLabels, linearRegGradient, margins, penalisedHessian, svmSqHinge } from './svm-sqhinge.ts';
 import { checkRows, type Learner, type Rows64 } from './types.ts';
 
 /**
@@ -216,16 +216,7 @@ function huberNewton(rows: Rows64, y: Float64Array, lambda: number, h: number, s
         for (let k = j; k < p; k++) hess[j * p + k] += xj * xi[k];
       }
     }
-    const hm = new Matrix(p, p);
-    let trace = 0;
-    for (let j = 0; j < p; j++) {
-      for (let k = j; k < p; k++) {
-        hm.set(j, k, hess[j * p + k]);
-        hm.set(k, j, hess[j * p + k]);
-      }
-      if (j < d) hm.set(j, j, hm.get(j, j) + 2 * lambda);
-      trace += hm.get(j, j);
-    }
+    const { hm, trace } = penalisedHessian(hess, p, d, lambda);
     // The intercept's curvature comes only from rows in the quadratic zone; damp it so a step
     // exists when the zone is empty.
     hm.set(d, d, hm.get(d, d) + 1e-8 * Math.max(trace, 1));

@@ -96,16 +96,7 @@ function solveSqHinge(rows: Rows64, y: Float64Array, lambda: number): Float64Arr
         for (let k = j; k < p; k++) h[j * p + k] += xj * xi[k];
       }
     }
-    const hm = new Matrix(p, p);
-    let trace = 0;
-    for (let j = 0; j < p; j++) {
-      for (let k = j; k < p; k++) {
-        hm.set(j, k, h[j * p + k]);
-        hm.set(k, j, h[j * p + k]);
-      }
-      if (j < d) hm.set(j, j, hm.get(j, j) + 2 * lambda);
-      trace += hm.get(j, j);
-    }
+    const { hm, trace } = penalisedHessian(h, p, d, lambda);
     let gnorm = 0;
     for (let j = 0; j < p; j++) gnorm = Math.max(gnorm, Math.abs(g[j]));
     if (gnorm === 0) break;
@@ -144,4 +135,23 @@ function solveSqHinge(rows: Rows64, y: Float64Array, lambda: number): Float64Arr
     }
   }
   return z;
+}
+
+/**
+ * The Newton matrix of a linear SVM objective: the loss Hessian, accumulated in its upper triangle
+ * (p × p, row-major, p = d + 1 with the intercept last), made symmetric, plus λ‖w‖²'s 2λ on the
+ * weights' diagonal (not the intercept's). Also its trace, which scales the damping callers add.
+ */
+export function penalisedHessian(upper: Float64Array, p: number, d: number, lambda: number): { hm: Matrix; trace: number } {
+  const hm = new Matrix(p, p);
+  let trace = 0;
+  for (let j = 0; j < p; j++) {
+    for (let k = j; k < p; k++) {
+      hm.set(j, k, upper[j * p + k]);
+      hm.set(k, j, upper[j * p + k]);
+    }
+    if (j < d) hm.set(j, j, hm.get(j, j) + 2 * lambda);
+    trace += hm.get(j, j);
+  }
+  return { hm, trace };
 }
