@@ -1,5 +1,5 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { ATTACKS } from '../attacks/index.ts';
 import { BACKEND_NAMES, ConfigError, loadSweepConfig, TRANSPORTS, type SweepConfig } from '../bench/config.ts';
@@ -16,7 +16,7 @@ import { compareRunDirs, comparisonExitCode, DEFAULT_COMPARE_OPTIONS, formatComp
 import { formatTaskCurves, toEpsDelta, toTaskCurves } from '../bench/aggregate.ts';
 import { formatEpsDelta } from '../bench/privacy.ts';
 import { EXPERIMENTS } from '../bench/experiments/index.ts';
-import { isExperimentConfig, loadExperimentConfig, runExperiment } from '../bench/experiments/run.ts';
+import { isExperimentConfig, parseExperimentConfig, runExperiment } from '../bench/experiments/run.ts';
 import { DATASETS, DatasetError, POOL_KINDS } from '../datasets/index.ts';
 import { BackendUnavailable, type BackendName } from '../models/backend.ts';
 import { TARGET_FAMILIES } from '../models/targets/index.ts';
@@ -84,10 +84,10 @@ interface SweepFlags {
 }
 
 /** Presets that name an experiment (learning services) run it instead of a targets × attacks grid. */
-async function experiment(path: string, flags: SweepFlags): Promise<number> {
+async function experiment(path: string, json: unknown, flags: SweepFlags): Promise<number> {
   const unused = (['budgets', 'backend', 'concurrency', 'transport', 'resume', 'shard', 'json'] as const).filter((f) => flags[f] !== undefined);
   if (unused.length) throw new ConfigError(`${path} runs an experiment; --${unused.join(', --')} apply to sweeps only`);
-  const config = await loadExperimentConfig(path, { seeds: flags.seeds });
+  const config = parseExperimentConfig(json, basename(path), { seeds: flags.seeds });
   const log = (line: string) => console.error(`[${config.name}] ${line}`);
   log(`${config.experiment.name}: ${config.experiment.description}`);
   let result;
@@ -135,7 +135,8 @@ async function sweep(configArg: string | undefined, flags: SweepFlags): Promise<
   let given: SweepConfig | undefined;
   if (configArg !== undefined) {
     const path = resolveConfigPath(configArg);
-    if (isExperimentConfig(readJson(path))) return experiment(path, flags);
+    const json = readJson(path);
+    if (isExperimentConfig(json)) return experiment(path, json, flags);
     const loaded = await loadSweepConfig(path);
     given = {
       ...loaded,

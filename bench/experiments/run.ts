@@ -1,5 +1,5 @@
-import { mkdir, readFile } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { z } from 'zod';
 import { meanInterval } from '../aggregate.ts';
 import { ConfigError } from '../config.ts';
@@ -54,15 +54,6 @@ export function parseExperimentConfig(json: unknown, source: string, overrides: 
   };
 }
 
-export async function loadExperimentConfig(path: string, overrides: { seeds?: number[] } = {}): Promise<ExperimentConfig> {
-  let json: unknown;
-  try {
-    json = JSON.parse(await readFile(path, 'utf8'));
-  } catch (err) {
-    throw new ConfigError(`${path}: ${(err as Error).message}`);
-  }
-  return parseExperimentConfig(json, basename(path), overrides);
-}
 
 export interface ExperimentCurvePoint {
   [column: string]: string | number | boolean | null;
