@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { sampleIndices } from '../models/seed.ts';
 import { DatasetError } from './errors.ts';
 import { readIdx, writeIdx } from './idx.ts';
-import { fromUint8 } from './split.ts';
+import { fromUint8, type ByteRows } from './split.ts';
 import type { Split } from './types.ts';
 
 const IMAGES = 'fashion-mnist-images-idx3-ubyte';
@@ -18,10 +18,7 @@ const ORDER_SEED = 20170825;
 export const FASHION_CACHE_FILES: readonly string[] = [IMAGES, LABELS];
 
 /** Fashion-MNIST as bytes: n rows of 28×28 pixels and n labels 0–9, in the benchmark's fixed order. */
-export interface FashionBytes {
-  images: Uint8Array;
-  labels: Uint8Array;
-}
+export type FashionBytes = ByteRows;
 
 /** Validates one class file's rows and packs them into bytes, so the parsed JSON can be freed at once. */
 function packClass(parsed: unknown, file: string): Uint8Array {

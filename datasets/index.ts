@@ -2,10 +2,10 @@ import { join } from 'node:path';
 import { rng, sampleIndices, shuffleInPlace } from '../models/seed.ts';
 import { DatasetError } from './errors.ts';
 import { loadPathPool } from './external.ts';
-import { loadFashionBytes, type FashionBytes } from './fashion.ts';
+import { loadFashionBytes } from './fashion.ts';
 import { loadMnistFiles } from './mnist.ts';
 import { noiseSplit } from './noise.ts';
-import { fromUint8, subset } from './split.ts';
+import { byteRange, pickRows, subset, type ByteRows } from './split.ts';
 import type { Dataset, DatasetName, DatasetSpec, PoolKind, PoolSpec, Split, SplitName } from './types.ts';
 
 export { DatasetError } from './errors.ts';
@@ -13,6 +13,8 @@ export const DATASETS: readonly DatasetName[] = ['mnist', 'fashion-mnist'];
 export const POOL_KINDS: readonly PoolKind[] = ['same', 'related', 'mixed', 'noise'];
 /** Fashion-MNIST rows the benchmark treats as its test part (the package keeps no official split). */
 const FASHION_TEST_ROWS = 10_000;
+/** Values in a row of either dataset (28×28 grey). */
+const ROW = 28 * 28;
 
 const REPO_ROOT = join(import.meta.dirname, '..');
 
@@ -22,7 +24,7 @@ export function defaultCacheDir(): string {
 
 // The raw files are read once per process: a sweep builds several datasets and pools from them.
 const mnistFiles = new Map<string, ReturnType<typeof loadMnistFiles>>();
-const fashionByDir = new Map<string, Promise<FashionBytes>>();
+const fashionByDir = new Map<string, Promise<ByteRows>>();
 
 /** Shares one load per key; a failed load is forgotten, so a later call tries again. */
 function memo<T>(cache: Map<string, Promise<T>>, key: string, load: () => Promise<T>): Promise<T> {
@@ -44,16 +46,15 @@ function checkCount(field: string, value: unknown, min: number): number {
   return value;
 }
 
-/** A dataset's rows before the benchmark splits them: a train part and a test part. */
-async function sourceOf(name: DatasetName, cacheDir: string): Promise<{ train: Split; test: Split; label: string }> {
+/** A dataset's rows before the benchmark splits them, as bytes: a train part and a test part. */
+async function sourceOf(name: DatasetName, cacheDir: string): Promise<{ train: ByteRows; test: ByteRows; label: string }> {
   if (name === 'mnist') return { ...(await memo(mnistFiles, 'mnist', () => loadMnistFiles())), label: 'MNIST' };
   const all = await memo(fashionByDir, cacheDir, () => loadFashionBytes(cacheDir));
   const total = all.labels.length;
   // The package groups images by class and keeps no train/test split: the benchmark's fixed
   // interleaved order is cut instead, its last 10,000 rows serving as the test part.
   const cut = Math.max(0, total - FASHION_TEST_ROWS);
-  const range = (from: number, to: number) => pickRows(all, 28 * 28, Int32Array.from({ length: to - from }, (_, i) => from + i));
-  return { train: range(0, cut), test: range(cut, total), label: 'Fashion-MNIST' };
+  return { train: byteRange(all, ROW, 0, cut), test: byteRange(all, ROW, cut, total), label: 'Fashion-MNIST' };
 }
 
 /**
@@ -69,21 +70,23 @@ export async function loadDataset(spec: DatasetSpec, cacheDir = defaultCacheDir(
   if (!Number.isSafeInteger(spec.seed)) throw new DatasetError(`dataset.seed must be an integer, got ${JSON.stringify(spec.seed)}`);
 
   const { train, test, label } = await sourceOf(spec.name, cacheDir);
-  if (trainSize > train.n) throw new DatasetError(`dataset.trainSize ${trainSize} exceeds the ${train.n} rows of ${label} train`);
-  if (trainSize + poolSize > train.n) {
-    throw new DatasetError(`dataset.poolSize ${poolSize} is too large: with dataset.trainSize ${trainSize}, at most ${train.n - trainSize} rows of ${label} train (${train.n} in all) remain for the pool`);
+  const trainRows = train.labels.length;
+  const testRows = test.labels.length;
+  if (trainSize > trainRows) throw new DatasetError(`dataset.trainSize ${trainSize} exceeds the ${trainRows} rows of ${label} train`);
+  if (trainSize + poolSize > trainRows) {
+    throw new DatasetError(`dataset.poolSize ${poolSize} is too large: with dataset.trainSize ${trainSize}, at most ${trainRows - trainSize} rows of ${label} train (${trainRows} in all) remain for the pool`);
   }
-  if (evalSize > test.n) throw new DatasetError(`dataset.evalSize ${evalSize} exceeds the ${test.n} rows of ${label} test`);
+  if (evalSize > testRows) throw new DatasetError(`dataset.evalSize ${evalSize} exceeds the ${testRows} rows of ${label} test`);
 
   // One seeded permutation, cut in two: distinct indices, so train and pool cannot share a row.
-  const order = sampleIndices(train.n, trainSize + poolSize, spec.seed);
+  const order = sampleIndices(trainRows, trainSize + poolSize, spec.seed);
   const trainIdx = order.subarray(0, trainSize);
   const poolIdx = order.subarray(trainSize);
-  assertDisjoint(trainIdx, poolIdx, train.n);
+  assertDisjoint(trainIdx, poolIdx, trainRows);
   const splits: Record<SplitName, Split> = {
-    train: subset(train, trainIdx),
-    pool: subset(train, poolIdx),
-    eval: subset(test, Int32Array.from({ length: evalSize }, (_, i) => i)),
+    train: pickRows(train, ROW, trainIdx),
+    pool: pickRows(train, ROW, poolIdx),
+    eval: pickRows(test, ROW, Int32Array.from({ length: evalSize }, (_, i) => i)),
   };
   return { name: spec.name, inputShape: [28, 28, 1], classes: 10, split: (name) => splits[name] };
 }
@@ -95,18 +98,6 @@ function assertDisjoint(a: ArrayLike<number>, b: ArrayLike<number>, n: number): 
   for (let i = 0; i < b.length; i++) {
     if (inA[b[i]]) throw new Error(`internal error: train row ${b[i]} is in both the provider's rows and the pool`);
   }
-}
-
-/** Rows `indices` of a byte image array, scaled to [0, 1]. */
-function pickRows({ images, labels }: FashionBytes, rowSize: number, indices: ArrayLike<number>): Split {
-  const out = new Uint8Array(indices.length * rowSize);
-  const y = new Int32Array(indices.length);
-  for (let i = 0; i < indices.length; i++) {
-    const r = indices[i];
-    out.set(images.subarray(r * rowSize, (r + 1) * rowSize), i * rowSize);
-    y[i] = labels[r];
-  }
-  return fromUint8(out, y, rowSize);
 }
 
 /** A stable name for a pool spec, for maps and messages. */
@@ -143,8 +134,9 @@ export async function loadPool(spec: PoolSpec, ds: Dataset, n: number, seed: num
         return rows;
       }
       const { train } = await sourceOf('mnist', cacheDir);
-      if (n > train.n) throw new DatasetError(`a related pool of ${n} rows was asked for, but MNIST train has ${train.n}`);
-      const rows = subset(train, sampleIndices(train.n, n, seed));
+      const total = train.labels.length;
+      if (n > total) throw new DatasetError(`a related pool of ${n} rows was asked for, but MNIST train has ${total}`);
+      const rows = pickRows(train, d, sampleIndices(total, n, seed));
       rows.y.fill(-1);
       return rows;
     }

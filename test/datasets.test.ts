@@ -9,7 +9,7 @@ import { writeIdx } from '../datasets/idx.ts';
 import { DatasetError, loadDataset, loadPool } from '../datasets/index.ts';
 import { loadMnistFiles } from '../datasets/mnist.ts';
 import { noiseSplit } from '../datasets/noise.ts';
-import { fingerprint, rowSize } from '../datasets/split.ts';
+import { fingerprint, fromUint8, rowSize } from '../datasets/split.ts';
 import type { Split } from '../datasets/types.ts';
 
 const temps: string[] = [];
@@ -62,7 +62,8 @@ test('train and pool are disjoint samples of MNIST train, of the requested sizes
 
   // Sampling without replacement means train ∪ pool is a sub-multiset of MNIST train: a row may
   // appear in both only as often as MNIST itself repeats it (it holds a few exact duplicates).
-  const source = rowCounts((await loadMnistFiles()).train);
+  const mnistTrain = (await loadMnistFiles()).train;
+  const source = rowCounts(fromUint8(mnistTrain.images, mnistTrain.labels, 784));
   const trainCounts = rowCounts(train);
   const poolCounts = rowCounts(pool);
   for (const [k, c] of [...trainCounts, ...poolCounts]) assert.ok(source.has(k), `row ${k} (×${c}) is not an MNIST train row`);
@@ -82,7 +83,7 @@ test('the same seed gives the same split, another seed another; eval is fixed', 
   }
   assert.is(fingerprint(a.split('eval')), fingerprint(c.split('eval')));
   const test10k = (await loadMnistFiles()).test;
-  assert.equal(Array.from(a.split('eval').y), Array.from(test10k.y.subarray(0, 500)));
+  assert.equal(Array.from(a.split('eval').y), Array.from(test10k.labels.subarray(0, 500)));
 });
 
 test('sizes beyond MNIST are refused, naming the field and the maximum', async () => {
@@ -243,7 +244,7 @@ test('a Fashion-MNIST dataset: its train part split into provider and pool rows,
   assert.ok(related.y.every((v) => v === -1));
   const mnist = (await loadMnistFiles()).train;
   const firstRow = related.x.subarray(0, 784);
-  assert.ok(Array.from({ length: 60_000 }, (_, r) => r).some((r) => mnist.x.subarray(r * 784, (r + 1) * 784).every((v, i) => v === firstRow[i])), 'a related row is an MNIST train row');
+  assert.ok(Array.from({ length: 60_000 }, (_, r) => r).some((r) => mnist.images.subarray(r * 784, (r + 1) * 784).every((v, i) => Math.fround(v / 255) === firstRow[i])), 'a related row is an MNIST train row');
 });
 
 test.run();
