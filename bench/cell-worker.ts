@@ -1,11 +1,12 @@
 /**
- * A sweep's worker thread (started by WorkerPool in workers.ts): prepares its own environment
- * (backend, dataset, targets from the cache the main thread filled, pools) once, then runs the
- * cells it is sent, one at a time, and posts each CellResult back.
+ * A sweep's worker thread (started by WorkerPool in workers.ts). Its imports load while the main
+ * thread prepares; the init message then says what to prepare (backend, dataset, targets from the
+ * cache the main thread filled, pools), once. It then runs the cells it is sent, one at a time,
+ * and posts each CellResult back.
  */
 import { isAbsolute } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import { ATTACKS } from '../attacks/index.ts';
 import { silentProgress } from './progress.ts';
 import { QuerySampler } from './query-samples.ts';
@@ -15,7 +16,14 @@ import { attackRegistryDigest, type FromWorker, type ToWorker, type WorkerInit }
 const port = parentPort;
 if (!port) throw new Error('bench/cell-worker.ts runs as a worker thread of a sweep, not on its own');
 const post = (msg: FromWorker) => port.postMessage(msg);
-const init = workerData as WorkerInit;
+const init = await new Promise<WorkerInit>((resolve) => {
+  const first = (msg: ToWorker) => {
+    if (msg.type !== 'init') return;
+    port.off('message', first);
+    resolve(msg.init);
+  };
+  port.on('message', first);
+});
 
 async function prepare(): Promise<SweepEnv | undefined> {
   try {

@@ -10,6 +10,8 @@ export interface RunStartInfo {
   total: number;
   done: number;
   toRun: number;
+  /** The budgets of the cells to run, summed: the work left, in which the ETA is reckoned. */
+  queriesToRun?: number;
   shard?: Shard;
   resumed: boolean;
 }
@@ -65,28 +67,51 @@ function bar(done: number, total: number, width = 16): string {
 
 /**
  * Cells done of the run's total, counting those a resumed run already had, and an ETA from the
- * cells finished in this process: their mean time since the first one started, times the cells left.
+ * time since the first cell of this process started. A cell's work is taken as its budget (queries
+ * asked, a student trained on them): the ETA is that time per query of the cells done, times the
+ * queries of the cells left, so it holds whatever order the cells run in (several threads take
+ * the largest first). Cells that end without running (not applicable, failed) only leave the
+ * count. Without budgets (a minimal runStart) it is the mean time per cell times the cells left.
  * (The time before the first cell, loading data and training targets, is not a cell's cost.)
  */
-class Tally {
+export class Tally {
   total = 0;
   done = 0;
   private ranHere = 0;
   private firstStart?: number;
+  private queriesLeft?: number;
+  private queriesDone = 0;
 
-  start(): void {
-    this.firstStart ??= Date.now();
+  constructor(private readonly now: () => number = Date.now) {}
+
+  begin(info: Pick<RunStartInfo, 'total' | 'done' | 'queriesToRun'>): void {
+    this.total = info.total;
+    this.done = info.done;
+    this.queriesLeft = info.queriesToRun;
   }
 
-  end(): void {
+  start(): void {
+    this.firstStart ??= this.now();
+  }
+
+  end(result: Pick<CellResult, 'status' | 'budget'>): void {
     this.done++;
     this.ranHere++;
+    if (this.queriesLeft === undefined) return;
+    this.queriesLeft -= result.budget;
+    if (result.status === 'ok') this.queriesDone += result.budget;
+  }
+
+  /** Seconds left, NaN before a cell has finished. */
+  secondsLeft(): number {
+    if (!this.ranHere || this.firstStart === undefined) return NaN;
+    const elapsed = (this.now() - this.firstStart) / 1000;
+    if (this.queriesLeft !== undefined) return this.queriesDone ? (elapsed / this.queriesDone) * Math.max(0, this.queriesLeft) : NaN;
+    return (elapsed / this.ranHere) * Math.max(0, this.total - this.done);
   }
 
   eta(): string {
-    if (!this.ranHere || this.firstStart === undefined) return '?';
-    const perCell = (Date.now() - this.firstStart) / 1000 / this.ranHere;
-    return duration(perCell * Math.max(0, this.total - this.done));
+    return duration(this.secondsLeft());
   }
 }
 
@@ -111,8 +136,7 @@ export function createProgress(stream: NodeJS.WriteStream = process.stderr): Pro
   };
   return {
     runStart(info) {
-      tally.total = info.total;
-      tally.done = info.done;
+      tally.begin(info);
       const shard = info.shard && info.shard.count > 1 ? ` (shard ${info.shard.index}/${info.shard.count})` : '';
       const kept = info.resumed ? `; ${info.done} already done, ${info.toRun} to run` : '';
       line(`${info.total} cells${shard}${kept}`);
@@ -128,7 +152,7 @@ export function createProgress(stream: NodeJS.WriteStream = process.stderr): Pro
       if (tty) redraw(status(` · ${phase} ${done}/${total}`));
     },
     cellEnd(index, total, result) {
-      tally.end();
+      tally.end(result);
       const text = `[${index + 1}/${total}] ${describe(result)} → ${outcome(result)} · ${tally.done}/${tally.total} done, ETA ${tally.eta()}`;
       if (tty) redraw('');
       stream.write(`${tty ? '\r' : ''}${text}\n`);

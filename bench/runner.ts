@@ -1,7 +1,6 @@
 import { existsSync } from 'node:fs';
 import { freemem } from 'node:os';
 import { basename, join } from 'node:path';
-import pLimit from 'p-limit';
 import { z } from 'zod';
 import { getAttack } from '../attacks/index.ts';
 import { NotApplicable, type SideInfo } from '../attacks/types.ts';
@@ -27,7 +26,7 @@ import { writeTrackerJson } from './tracker.ts';
 import { readCells, readRunJson, RunFiles, RunFolderError, writeAtomic } from './writers.ts';
 import { compareReferences } from './reference.ts';
 import { ATTACKS } from '../attacks/index.ts';
-import { attackRegistryDigest, resolveConcurrency, WorkerPool } from './workers.ts';
+import { attackRegistryDigest, largestFirst, resolveConcurrency, WorkerPool } from './workers.ts';
 
 export interface SweepOptions {
   /** Folder holding run folders; default <repo>/results. */
@@ -209,7 +208,8 @@ export interface RunManifest extends Manifest {
    * How the last process ran its cells: in the main thread (1), or in this many worker threads;
    * `crashes` counts workers lost in a cell (each replaced). Absent when it ran no cell.
    */
-  workers?: { threads: number; crashes: number } | { threads: 1; mainThread: true };
+  /** Cells run at once: `threads` in all, this thread and `workerThreads` worker threads; or this thread alone. */
+  workers?: { threads: number; workerThreads: number; crashes: number } | { threads: 1; mainThread: true };
   resumes?: ResumeRecord[];
 }
 
@@ -337,6 +337,8 @@ export class SweepRun {
   crashed = false;
   /** Worker threads running the cells; absent when they run in the main thread. */
   private pool?: WorkerPool;
+  /** Threads spawned before preparing, loading their modules meanwhile; openPool starts them. */
+  private warm?: WorkerPool;
   private workerPreload: string[] = [];
   /** Records this process appended to cells.jsonl, in the order they finished. */
   private readonly appended: CellResult[] = [];
@@ -379,12 +381,14 @@ export class SweepRun {
     }
     const files = new RunFiles(dir);
     await files.open();
-    const env = await prepareSweep(config, { ...opts, progress, runDir: dir });
+    const warm = spawnWorkers(config, shardCells(expandCells(config), shard).length);
+    const env = await prepareSweep(config, { ...opts, progress, runDir: dir }).catch(closing(warm));
     const manifest: RunManifest = baseManifest(basename(dir), config, env.backend);
     manifest.targets = targetSummaries(env);
     if (shard.count > 1) manifest.shard = shard;
     const run = new SweepRun(config, env, files, manifest, progress, shard, [], false);
     run.workerPreload = opts.workerPreload ?? [];
+    run.warm = warm;
     await files.writeManifest(manifest);
     progress.log(`writing to ${dir}${shard.count > 1 ? ` (shard ${formatShard(shard)}: ${run.cells.length} cells)` : ''}`);
     return run;
@@ -415,7 +419,8 @@ export class SweepRun {
     const files = new RunFiles(dir);
     await files.rewriteCells(kept);
     const toRun = cells.length - kept.length;
-    const env = toRun > 0 ? await prepareSweep(config, { ...opts, progress, runDir: dir }) : undefined;
+    const warm = toRun > 0 ? spawnWorkers(config, toRun) : undefined;
+    const env = toRun > 0 ? await prepareSweep(config, { ...opts, progress, runDir: dir }).catch(closing(warm)) : undefined;
     const backend = env?.backend ?? prior.backend;
     const manifest: RunManifest = { ...baseManifest(basename(dir), config, backend), startedAt: prior.startedAt };
     manifest.targets = env ? targetSummaries(env) : prior.targets;
@@ -439,14 +444,15 @@ export class SweepRun {
     ];
     const run = new SweepRun(config, env, files, manifest, progress, shard, kept, true);
     run.workerPreload = opts.workerPreload ?? [];
+    run.warm = warm;
     await files.writeManifest(manifest);
     progress.log(`resuming ${dir}: ${kept.length} of ${cells.length} cells done, ${toRun} to run`);
     return run;
   }
 
   /**
-   * Runs the pending cells, at most config.concurrency at once, each in a worker thread of its
-   * own when they can leave the main thread (see openPool); stops launching new ones after stop().
+   * Runs the pending cells, at most config.concurrency at once: this thread takes cells too, the
+   * others go to worker threads (see openPool); stops launching new ones after stop().
    */
   async runAll(): Promise<CellResult[]> {
     const total = this.cells.length;
@@ -456,94 +462,124 @@ export class SweepRun {
       total,
       done: total - this.pending.length,
       toRun: this.pending.length,
+      queriesToRun: this.pending.reduce((sum, c) => sum + c.budget, 0),
       ...(this.shard.count > 1 ? { shard: this.shard } : {}),
       resumed: this.resumed,
     });
     const env = this.env;
     if (!env || !this.pending.length) return this.results;
-    const pool = (this.pool = await this.openPool(env));
-    if (this.stopped) {
-      // Interrupted while the workers started: finish() found no pool to close.
-      await pool?.close();
-      return this.results;
-    }
-    const inFlight = pool ? pool.size : resolveConcurrency(this.config.concurrency, this.pending.length, { inThread: true });
-    this.manifest.workers = pool ? { threads: pool.size, crashes: 0 } : { threads: 1, mainThread: true };
+    const workers = this.openPool(env);
+    const pool = (this.pool = workers?.pool);
+    // In this thread alone, a number above 1 interleaves cells (the HTTP transport's own server).
+    const here = pool ? 1 : resolveConcurrency(this.config.concurrency, this.pending.length, { inThread: true });
+    let workerThreads = 0;
+    this.manifest.workers = { threads: 1, mainThread: true };
+    // With worker threads the largest cells go first, so that none is left running alone at the
+    // end (the files are put back in grid order when the run ends).
+    const queue = pool ? largestFirst(this.pending) : [...this.pending];
     // One picture of sample queries per (target, attack, side): the first of its cells to start draws it.
     const pictured = new Set<string>();
     let latest = -1;
-    const limit = pLimit(inFlight);
-    await Promise.all(
-      this.pending.map((cell) =>
-        limit(async () => {
-          if (this.stopped) return;
-          const index = this.position.get(cellKey(cell)) as number;
-          latest = index;
-          this.progress.cellStart(index, total, cell);
-          // The status line shows the cell started last; its steps only, when several run at once.
-          const onStep = (d: number, t: number, phase: string) => {
-            if (index === latest) this.progress.cellStep(d, t, phase);
-          };
-          let result: CellResult;
-          if (pool) {
-            const picture = queryGridPath(this.files.dir, cell);
-            const sample = !pictured.has(picture);
-            pictured.add(picture);
-            result = await pool.run({ cell, sample, onStep });
+    let hereDamaged = false;
+
+    /** Takes cells off the queue one at a time until it is empty, the run stops, or `more()` says no. */
+    const runner = async (run: (cell: Cell, sample: boolean, onStep: Progress['cellStep']) => Promise<CellResult>, more: () => boolean, inHere: boolean) => {
+      while (!this.stopped && queue.length && more()) {
+        const cell = queue.shift() as Cell;
+        const index = this.position.get(cellKey(cell)) as number;
+        latest = index;
+        this.progress.cellStart(index, total, cell);
+        // The status line shows the cell started last; its steps only, when several run at once.
+        const onStep = (d: number, t: number, phase: string) => {
+          if (index === latest) this.progress.cellStep(d, t, phase);
+        };
+        const picture = queryGridPath(this.files.dir, cell);
+        const sample = !pictured.has(picture);
+        pictured.add(picture);
+        const result = await run(cell, sample, onStep);
+        if (this.stopped) return; // finish() already wrote the files; a late result must not change them
+        this.results.push(result);
+        this.appended.push(result);
+        const write = this.files.appendCell(result);
+        this.writing.add(write);
+        await write.finally(() => this.writing.delete(write));
+        this.progress.cellEnd(index, total, result);
+        // A worker's crash costs that worker only (the pool replaces it). In this thread the heap
+        // is damaged: its later cells go to the workers, or, with none, the run ends.
+        if (inHere && result.error?.startsWith(BACKEND_CRASH)) {
+          hereDamaged = true;
+          if (workers && (await workers.ready) && workers.pool.size > 0) {
+            this.progress.log(`the ${env.backend.name} backend of this thread crashed in cell ${index + 1} (${result.error}); the worker threads run the remaining cells`);
           } else {
-            result = await runCell(env, cell, onStep);
-          }
-          if (this.stopped) return; // finish() already wrote the files; a late result must not change them
-          this.results.push(result);
-          this.appended.push(result);
-          const write = this.files.appendCell(result);
-          this.writing.add(write);
-          await write.finally(() => this.writing.delete(write));
-          this.progress.cellEnd(index, total, result);
-          // A worker's crash cost that worker only (the pool replaced it); in the main thread it ends the run.
-          if (!pool && result.error?.startsWith(BACKEND_CRASH)) {
             this.stopped = true;
             this.crashed = true;
             this.progress.log(`the ${env.backend.name} backend crashed in cell ${index + 1} (${result.error}); the cells not yet run are left out, since each would fail on the damaged heap. Finished cells are kept in ${this.files.dir}`);
           }
+          return;
+        }
+      }
+    };
+    const inThisThread = (cell: Cell, sample: boolean, onStep: Progress['cellStep']) => runCell(sample ? env : { ...env, samples: undefined }, cell, onStep);
+    const runners = Array.from({ length: here }, () => runner(inThisThread, () => !hereDamaged, true));
+    if (workers) {
+      // The workers join once they are ready; one stops when the pool has lost every thread.
+      const { pool, ready } = workers;
+      const inWorker = (cell: Cell, sample: boolean, onStep: Progress['cellStep']) => pool.run({ cell, sample, onStep });
+      runners.push(
+        ready.then(async (ok) => {
+          if (!ok) return;
+          workerThreads = pool.size;
+          this.manifest.workers = { threads: 1 + workerThreads, workerThreads, crashes: 0 };
+          await Promise.all(Array.from({ length: workerThreads }, () => runner(inWorker, () => pool.size > 0, false)));
         }),
-      ),
-    );
-    if (pool) this.manifest.workers = { threads: inFlight, crashes: pool.crashes };
+      );
+    }
+    await Promise.all(runners);
+    if (queue.length && !this.stopped) {
+      // This thread's backend crashed, then the workers were lost too.
+      this.crashed = true;
+      this.progress.log(`${queue.length} cell(s) were not run: this thread's backend crashed and no worker thread is left. Finished cells are kept in ${this.files.dir}`);
+    }
+    if (pool && workerThreads) this.manifest.workers = { threads: 1 + workerThreads, workerThreads, crashes: pool.crashes };
     return this.results;
   }
 
   /**
-   * Worker threads for the cells, or undefined to run them in the main thread: when one cell at a
-   * time is asked for, when the harness serves the targets over HTTP itself (one server and one
-   * ledger, in this thread), or when no worker can run them (said in the log).
+   * Worker threads for the cells beside this thread's, or undefined to run them all in this
+   * thread: when one cell at a time is asked for, or when the harness serves the targets over HTTP
+   * itself (one server and one ledger, in this thread). `ready` resolves once the threads have
+   * prepared their environment: to false when none can run cells (said in the log).
    */
-  private async openPool(env: SweepEnv): Promise<WorkerPool | undefined> {
+  private openPool(env: SweepEnv): { pool: WorkerPool; ready: Promise<boolean> } | undefined {
+    const warm = this.warm;
+    this.warm = undefined;
     // This thread's footprint once prepared stands for a worker's: each holds the same data and targets.
     const memory = { free: freemem(), perThread: process.memoryUsage().rss };
     const threads = resolveConcurrency(this.config.concurrency, this.pending.length, { memory });
-    if (threads <= 1) return undefined;
     const log = (m: string) => this.progress.log(m);
-    if (this.config.transport === 'http' && !this.config.server) {
-      log(`transport "http" serves the targets from this thread: cells run here${this.config.concurrency === 'auto' ? ', one at a time' : ` (${this.config.concurrency} interleaved)`}`);
+    if (threads <= 1 || servesInThread(this.config)) {
+      void warm?.close();
+      if (threads > 1) log(`transport "http" serves the targets from this thread: cells run here${this.config.concurrency === 'auto' ? ', one at a time' : ` (${this.config.concurrency} interleaved)`}`);
       return undefined;
     }
-    const opened = await WorkerPool.open(
-      threads,
-      { config: this.config, cacheDir: env.cacheDir, backend: env.backend.name, runDir: this.files.dir, preload: this.workerPreload },
-      attackRegistryDigest(ATTACKS),
-      {
-        log,
-        crashed: (cell, error, seconds) => ({ ...cellBase(env, cell), status: 'failed', queries: 0, seconds, error: `${BACKEND_CRASH}: ${error}` }),
-        isCrash: (r) => Boolean(r.error?.startsWith(BACKEND_CRASH)),
-      },
-    );
-    if (opened instanceof WorkerPool) {
-      log(`running ${this.pending.length} cells in ${opened.size} worker threads (each with its own ${env.backend.name} backend, data and targets)`);
-      return opened;
-    }
-    log(`cells run in this thread: ${opened.reason}`);
-    return undefined;
+    // This thread runs cells too: the others need threads - 1 workers.
+    const pool = warm ?? WorkerPool.spawn(threads - 1);
+    const init = { config: this.config, cacheDir: env.cacheDir, backend: env.backend.name, runDir: this.files.dir, preload: this.workerPreload };
+    const hooks = {
+      log,
+      crashed: (cell: Cell, error: string, seconds: number): CellResult => ({ ...cellBase(env, cell), status: 'failed', queries: 0, seconds, error: `${BACKEND_CRASH}: ${error}` }),
+      isCrash: (r: CellResult) => Boolean(r.error?.startsWith(BACKEND_CRASH)),
+    };
+    log(`cells run in this thread now, and in ${threads - 1} worker thread${threads === 2 ? '' : 's'} as soon as they are ready (each with its own ${env.backend.name} backend, data and targets)`);
+    const ready = pool.start(init, attackRegistryDigest(ATTACKS), hooks, threads - 1).then((started) => {
+      if (started === true) {
+        log(`${pool.size} worker thread${pool.size === 1 ? '' : 's'} ready: ${pool.size + 1} cells at a time`);
+        return true;
+      }
+      log(`cells run in this thread only: ${started.reason}`);
+      return false;
+    });
+    return { pool, ready };
   }
 
   stop(): void {
@@ -580,11 +616,36 @@ export class SweepRun {
     this.manifest.finishedAt = new Date().toISOString();
     this.manifest.cells = counts;
     await this.pool?.close();
+    await this.warm?.close();
     await this.orderCellsFile();
     await writeRunOutputs(this.files, this.config, this.results, this.manifest, (m) => this.progress.log(m));
     if (this.env) await disposeSweep(this.env);
     this.progress.runEnd?.({ runDir: this.files.dir, status, counts: { ...counts, missing } });
   }
+}
+
+/** The harness serves the targets over HTTP itself: one server and one ledger, in the main thread. */
+function servesInThread(config: SweepConfig): boolean {
+  return config.transport === 'http' && !config.server;
+}
+
+/**
+ * The worker threads for `pending` cells (all but this thread's), spawned before the sweep
+ * prepares its environment so that their start-up (mostly loading modules) overlaps it; undefined
+ * when every cell will run in this thread. openPool settles the number (free memory may allow
+ * fewer) and starts them.
+ */
+function spawnWorkers(config: SweepConfig, pending: number): WorkerPool | undefined {
+  const threads = resolveConcurrency(config.concurrency, pending);
+  return threads > 1 && !servesInThread(config) ? WorkerPool.spawn(threads - 1) : undefined;
+}
+
+/** For a failed preparation: stops the spawned threads, then rethrows. */
+function closing(pool: WorkerPool | undefined): (err: unknown) => Promise<never> {
+  return async (err) => {
+    await pool?.close();
+    throw err;
+  };
 }
 
 function targetSummaries(env: SweepEnv): Manifest['targets'] {

@@ -10,10 +10,11 @@ import type { Cell, CellResult } from './types.ts';
 export type ConcurrencySetting = SweepConfig['concurrency'];
 
 /**
- * How many cells run at once. 'auto' takes one per core the process may use, never more than
- * there are cells, nor than free memory holds when each thread needs `memory.perThread` bytes
- * (a worker holds its own data and targets). When cells must run in the main thread (`inThread`),
- * 'auto' means one: cells there share one backend, so more would interleave, not parallelise.
+ * How many cells run at once: the main thread runs one, worker threads the others. 'auto' takes
+ * one per core the process may use, never more than there are cells, nor more workers than free
+ * memory holds when each needs `memory.perThread` bytes (a worker holds its own data and
+ * targets). When cells must run in the main thread (`inThread`), 'auto' means one: cells there
+ * share one backend, so more would interleave, not parallelise.
  */
 export function resolveConcurrency(
   setting: ConcurrencySetting,
@@ -22,8 +23,17 @@ export function resolveConcurrency(
 ): number {
   if (setting !== 'auto') return setting;
   if (opts.inThread) return 1;
-  const fits = opts.memory ? Math.floor(opts.memory.free / opts.memory.perThread) : Infinity;
+  const fits = opts.memory ? 1 + Math.floor(opts.memory.free / opts.memory.perThread) : Infinity;
   return Math.max(1, Math.min(opts.cores ?? availableParallelism(), cells, fits));
+}
+
+/**
+ * Cells in the order several threads should take them: longest first (longest-processing-time
+ * scheduling), by budget, the measure of a cell's work (queries asked, a student trained on
+ * them); grid order among equals.
+ */
+export function largestFirst(cells: readonly Cell[]): Cell[] {
+  return [...cells].sort((a, b) => b.budget - a.budget);
 }
 
 /**
@@ -61,8 +71,8 @@ export interface WorkerInit {
   preload?: string[];
 }
 
-/** Messages to a worker. */
-export type ToWorker = { type: 'run'; id: number; cell: Cell; sample: boolean };
+/** Messages to a worker: first its init (once), then cells. */
+export type ToWorker = { type: 'init'; init: WorkerInit } | { type: 'run'; id: number; cell: Cell; sample: boolean };
 
 /** Messages from a worker. */
 export type FromWorker =
@@ -97,7 +107,11 @@ interface Pending extends CellJob {
 /** Registers tsx in the worker, then loads cell-worker.ts. */
 const ENTRY = new URL('./cell-worker.mjs', import.meta.url);
 
-/** One worker thread running one cell at a time. */
+/**
+ * One worker thread running one cell at a time. It starts loading its modules at once (most of a
+ * worker's start-up) and prepares its environment when `start` sends the init: a sweep spawns its
+ * threads before preparing its own environment, so the two overlap.
+ */
 class CellThread {
   readonly worker: Worker;
   readonly ready: Promise<{ attacks: string }>;
@@ -108,14 +122,16 @@ class CellThread {
 
   constructor(
     readonly number: number,
-    init: WorkerInit,
     private readonly onMessage: (thread: CellThread, msg: FromWorker) => void,
     private readonly onDeath: (thread: CellThread, error: string) => void,
   ) {
     // stdout: true keeps a stray print of a worker off the parent's stdout (the --json event stream);
     // it is passed on to stderr instead.
     // execArgv: [] leaves out the main thread's loader flags, which a worker cannot take.
-    this.worker = new Worker(ENTRY, { execArgv: [], workerData: init, stdout: true });
+    this.worker = new Worker(ENTRY, { execArgv: [], stdout: true });
+    // Until it has work to prepare for, a thread must not keep the process alive (a sweep whose
+    // preparation failed ends without waiting on it).
+    this.worker.unref();
     this.worker.stdout.pipe(process.stderr, { end: false });
     let settle: { ok(v: { attacks: string }): void; fail(e: Error): void };
     this.ready = new Promise((ok, fail) => (settle = { ok, fail }));
@@ -131,6 +147,13 @@ class CellThread {
     });
     this.worker.on('error', (err) => this.die(`worker thread ${this.number} failed: ${err.message}`, settle));
     this.worker.on('exit', (code) => this.die(`worker thread ${this.number} exited (code ${code})`, settle));
+  }
+
+  /** Sends the environment to prepare; `ready` resolves once it is prepared. */
+  start(init: WorkerInit): void {
+    if (this.dead) return;
+    this.worker.ref();
+    this.worker.postMessage({ type: 'init', init } satisfies ToWorker);
   }
 
   private die(error: string, settle: { fail(e: Error): void }): void {
@@ -162,41 +185,68 @@ export class WorkerPool {
   private nextId = 0;
   private nextNumber = 1;
   private closed = false;
+  /** Set by start: what a thread (a replacement too) prepares. */
+  private init?: WorkerInit;
+  private hooks: PoolHooks = { log() {}, crashed: () => { throw new Error('the pool has not started'); }, isCrash: () => false };
+  /** Why `new Worker` threw, if it did. */
+  private spawnError?: string;
   /** Threads lost in a cell (each replaced). */
   crashes = 0;
 
-  private constructor(
-    private readonly init: WorkerInit,
-    private readonly hooks: PoolHooks,
-  ) {}
+  private constructor() {}
 
   /**
-   * Starts `size` threads and waits until each has prepared its environment. Resolves to the
-   * pool, or to the reason cells must stay in the main thread: no thread started, or the threads'
-   * attack registry differs from the main thread's (`attacks`, an attackRegistryDigest).
+   * Spawns `size` threads that load their modules and then wait for `start`. Never throws: a
+   * thread that cannot be created is reported by `start`.
    */
-  static async open(size: number, init: WorkerInit, attacks: string, hooks: PoolHooks): Promise<WorkerPool | { reason: string }> {
-    const pool = new WorkerPool(init, hooks);
-    let threads: CellThread[];
+  static spawn(size: number): WorkerPool {
+    const pool = new WorkerPool();
     try {
-      threads = Array.from({ length: size }, () => pool.spawn());
+      for (let i = 0; i < size; i++) pool.spawn();
     } catch (err) {
-      await pool.close();
-      return { reason: `no worker thread started (${(err as Error).message})` };
+      pool.spawnError = (err as Error).message;
     }
-    const outcomes = await Promise.allSettled(threads.map((t) => t.ready));
+    return pool;
+  }
+
+  /** spawn and start at once. */
+  static async open(size: number, init: WorkerInit, attacks: string, hooks: PoolHooks): Promise<WorkerPool | { reason: string }> {
+    const pool = WorkerPool.spawn(size);
+    const started = await pool.start(init, attacks, hooks);
+    return started === true ? pool : started;
+  }
+
+  /**
+   * Sends every thread (at most `size`; extra ones are stopped) its environment and waits until
+   * each has prepared it. Resolves to true, or (the pool closed) to the reason cells must stay in
+   * the main thread: no thread started, or the threads' attack registry differs from the main
+   * thread's (`attacks`, an attackRegistryDigest).
+   */
+  async start(init: WorkerInit, attacks: string, hooks: PoolHooks, size = this.threads.size): Promise<true | { reason: string }> {
+    this.init = init;
+    this.hooks = hooks;
+    const threads = [...this.threads];
+    await Promise.all(threads.slice(size).map((t) => (this.threads.delete(t), t.stop())));
+    const kept = threads.slice(0, size);
+    if (!kept.length) {
+      await this.close();
+      return { reason: `no worker thread started (${this.spawnError ?? 'none was spawned'})` };
+    }
+    for (const t of kept) t.start(init);
+    const outcomes = await Promise.allSettled(kept.map((t) => t.ready));
     const ready = outcomes.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
     const failures = outcomes.flatMap((o) => (o.status === 'rejected' ? [(o.reason as Error).message] : []));
+    if (this.spawnError) failures.push(this.spawnError);
     if (!ready.length) {
-      await pool.close();
+      await this.close();
       return { reason: `no worker thread started (${failures[0]})` };
     }
     if (ready.some((r) => r.attacks !== attacks)) {
-      await pool.close();
+      await this.close();
       return { reason: 'the attack registry was changed in this thread (an attack added or replaced at run time), and worker threads would not see the change' };
     }
-    if (failures.length) hooks.log(`${failures.length} of ${size} worker threads did not start (${failures[0]}); running on ${ready.length}`);
-    return pool;
+    if (failures.length) hooks.log(`${failures.length} of ${kept.length} worker threads did not start (${failures[0]}); running on ${ready.length}`);
+    return true;
   }
 
   /** Live threads: started or starting. */
@@ -205,7 +255,7 @@ export class WorkerPool {
   }
 
   private spawn(): CellThread {
-    const thread = new CellThread(this.nextNumber++, this.init, (t, msg) => this.message(t, msg), (t, error) => this.death(t, error));
+    const thread = new CellThread(this.nextNumber++, (t, msg) => this.message(t, msg), (t, error) => this.death(t, error));
     this.threads.add(thread);
     thread.ready.then(
       () => this.dispatch(),
@@ -259,6 +309,7 @@ export class WorkerPool {
 
   private death(thread: CellThread, error: string): void {
     this.threads.delete(thread);
+    if (!this.init) this.spawnError ??= error; // died loading its modules: start reports it
     const job = thread.job;
     thread.job = undefined;
     if (this.closed) {
@@ -285,8 +336,9 @@ export class WorkerPool {
   }
 
   private spawnReplacement(): void {
-    if (this.closed) return;
+    if (this.closed || !this.init) return;
     const fresh = this.spawn();
+    fresh.start(this.init);
     fresh.ready.catch((err: Error) => this.hooks.log(`a replacement worker did not start: ${err.message}`));
   }
 

@@ -8,7 +8,7 @@ import { ConfigError, parseSweepConfig, type SweepConfig } from '../bench/config
 import { cellConfigDifferences, cellKey, expandCells } from '../bench/grid.ts';
 import { REPO_ROOT } from '../bench/manifest.ts';
 import { loadShards, mergeRuns, MergeError, planMerge } from '../bench/merge.ts';
-import { createProgress } from '../bench/progress.ts';
+import { createProgress, Tally } from '../bench/progress.ts';
 import { runSweep } from '../bench/runner.ts';
 import { parseShard, shardCells } from '../bench/shard.ts';
 import type { CellResult } from '../bench/types.ts';
@@ -152,6 +152,31 @@ test('the terminal bar shows cells done/total, the cell in flight and an ETA; pl
     '[1/2] nb · knockoff · same+probs · mlp · 50 q · seed 1 …',
     `[1/2] nb · knockoff · same+probs · mlp · 50 q · seed 1 → ρ=0.250 (1.5s) · 1/2 done, ETA ${text.match(/ETA (\S+)\n/)![1]}`,
   ]);
+});
+
+test('the ETA is reckoned in queries, so it holds when the largest cells run first', () => {
+  let now = 0;
+  const tally = new Tally(() => now);
+  // Cells of 3000, 1000 and 250 queries, largest first; one more of 3000 turns out not applicable.
+  tally.begin({ total: 5, done: 0, queriesToRun: 3000 + 3000 + 1000 + 250 + 250 });
+  tally.start();
+  assert.is(tally.eta(), '?', 'nothing finished yet');
+  now = 6000;
+  tally.end({ status: 'ok', budget: 3000 });
+  assert.is(tally.secondsLeft(), 9, '6 s for 3000 queries: the 4500 left take 9 s (a mean per cell would say 24 s)');
+  tally.end({ status: 'not-applicable', budget: 3000 });
+  assert.is(tally.secondsLeft(), 3, 'a cell that did not run leaves the work left, not the rate');
+  now = 8000;
+  tally.end({ status: 'ok', budget: 1000 });
+  assert.is(tally.secondsLeft(), 1);
+  assert.is(tally.eta(), '1s');
+  // Without budgets (a minimal runStart): the mean time per cell.
+  const plain = new Tally(() => now);
+  plain.begin({ total: 4, done: 0 });
+  plain.start();
+  now += 2000;
+  plain.end({ status: 'ok', budget: 50 });
+  assert.is(plain.secondsLeft(), 6);
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import { REPO_ROOT } from '../bench/manifest.ts';
 import { queryGridPath } from '../bench/query-samples.ts';
 import { runSweep, type RunManifest } from '../bench/runner.ts';
 import type { CellResult } from '../bench/types.ts';
-import { attackRegistryDigest, resolveConcurrency } from '../bench/workers.ts';
+import { attackRegistryDigest, largestFirst, resolveConcurrency } from '../bench/workers.ts';
 import { TEST_CACHE } from './helpers.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'rhobench-workers-'));
@@ -58,7 +58,7 @@ test("'auto' concurrency is one cell per core, at most one per cell, and one in 
   assert.is(resolveConcurrency('auto', 8, { cores: 2 }), 2);
   assert.is(resolveConcurrency('auto', 1, { cores: 16 }), 1);
   assert.is(resolveConcurrency('auto', 8, { cores: 2, inThread: true }), 1);
-  assert.is(resolveConcurrency('auto', 8, { cores: 8, memory: { free: 3e9, perThread: 1e9 } }), 3, 'no more threads than free memory holds');
+  assert.is(resolveConcurrency('auto', 8, { cores: 8, memory: { free: 3e9, perThread: 1e9 } }), 4, 'the main thread and as many workers as free memory holds');
   assert.is(resolveConcurrency('auto', 8, { cores: 8, memory: { free: 0.5e9, perThread: 1e9 } }), 1);
   assert.is(resolveConcurrency(3, 8, { cores: 2, inThread: true }), 3, 'a number is taken as given');
   assert.is(parseSweepConfig(tinyJson).concurrency, 'auto');
@@ -66,17 +66,17 @@ test("'auto' concurrency is one cell per core, at most one per cell, and one in 
   assert.throws(() => parseSweepConfig({ ...tinyJson, concurrency: 'many' }), /concurrency/);
 });
 
-test('2 worker threads (the CLI through its bin shim) give the cells and ρ of 1 cell at a time in the main thread', async () => {
+test('2 cells at a time (the CLI through its bin shim: this thread and a worker) give the cells and ρ of 1 at a time', async () => {
   const one = await runSweep({ ...tiny, concurrency: 1 }, { resultsDir, cacheDir: TEST_CACHE, runId: 'one' });
   assert.equal(json(join(resultsDir, 'one', 'manifest.json')).workers, { threads: 1, mainThread: true });
 
   const cli = await rhobench(['sweep', tinyPath, '-c', '2', '--json', '--results', resultsDir, '--run-id', 'two']);
   assert.is(cli.code, 0, cli.err);
   const logs = cli.out.trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.event === 'log').map((e) => e.message as string);
-  assert.ok(logs.some((m) => /running 8 cells in 2 worker threads/.test(m)), logs.join('\n'));
+  assert.ok(logs.some((m) => /1 worker thread ready: 2 cells at a time/.test(m)), logs.join('\n'));
   const dir = join(resultsDir, 'two');
   const manifest: RunManifest = json(join(dir, 'manifest.json'));
-  assert.equal(manifest.workers, { threads: 2, crashes: 0 });
+  assert.equal(manifest.workers, { threads: 2, workerThreads: 1, crashes: 0 });
   assert.is(manifest.config.concurrency, 2);
 
   const two = cellsOf(dir);
@@ -100,6 +100,26 @@ test('2 worker threads (the CLI through its bin shim) give the cells and ρ of 1
   assert.match(bad.err, /expected "auto" or a whole number from 1 to 64, got "0"/);
 });
 
+test('with worker threads the largest cells go first, grid order among equals', () => {
+  const cells = expandCells({ ...tiny, budgets: [100, 300, 200] });
+  const order = largestFirst(cells);
+  assert.equal(order.map((c) => c.budget), [...cells.map((c) => c.budget)].sort((a, b) => b - a));
+  for (const budget of [300, 200, 100]) {
+    assert.equal(order.filter((c) => c.budget === budget).map(cellKey), cells.filter((c) => c.budget === budget).map(cellKey));
+  }
+  assert.equal(cells.map((c) => c.budget).slice(0, 3), [100, 300, 200], 'the grid itself is left as it was');
+});
+
+test('a sweep whose preparation fails stops the worker threads it spawned and exits with the error', async () => {
+  const path = join(work, 'missing-pool.json');
+  const missing = join(work, 'no-such-folder');
+  writeFileSync(path, JSON.stringify({ ...tinyJson, side: [{ name: 'p', pool: { path: missing }, disclosure: 'label' }], concurrency: 2 }));
+  const started = Date.now();
+  const cli = await rhobench(['sweep', path, '--results', resultsDir]);
+  assert.is(cli.code, 2, `exit code ${cli.code} after ${Date.now() - started} ms (null: it hung and was killed)\n${cli.err}`);
+  assert.match(cli.err, new RegExp(`pool ${missing}: cannot read it`));
+});
+
 // Attacks that crash the thread they run in on seed 1 and act as knockoff otherwise. A worker
 // registers them by importing the module (SweepOptions.workerPreload). This file may be compiled
 // to CommonJS (uvu -r tsx), with a registry of its own: it registers them there too.
@@ -120,21 +140,28 @@ writeFileSync(crashModule, [
   `register((await import(${JSON.stringify(pathToFileURL(join(REPO_ROOT, 'attacks', 'index.ts')).href)})).ATTACKS);`,
 ].join('\n'));
 
+// Three cells at a time: this thread and two workers. This thread takes the first cell in grid
+// order (wasm-crash, seed 1) before any worker is ready, and no other after its backend crashed;
+// the workers take the rest, thread-exit's seed-1 cell among them.
 const crashing = (): SweepConfig => ({
   ...tiny,
-  attacks: ['knockoff', 'wasm-crash', 'thread-exit'] as SweepConfig['attacks'],
+  attacks: ['wasm-crash', 'thread-exit', 'knockoff'] as SweepConfig['attacks'],
   side: [tiny.side[0]],
   budgets: [100],
   seeds: [1, 2],
-  concurrency: 2,
+  concurrency: 3,
 });
 
-test('a cell that crashes its worker is recorded as failed, the worker is replaced, and every other cell runs', async () => {
+test('a crash fails its cell only: a crashed worker is replaced, a crashed main thread leaves its cells to the workers', async () => {
   (await import(pathToFileURL(crashModule).href)).register(ATTACKS);
   try {
     const config = crashing();
-    const run = await runSweep(config, { resultsDir, cacheDir: TEST_CACHE, runId: 'crash', workerPreload: [crashModule] });
-    assert.not.ok(run.crashed, 'a worker crash does not end the run');
+    const logs: string[] = [];
+    const progress = { cellStart() {}, cellStep() {}, cellEnd() {}, log: (m: string) => logs.push(m) };
+    const run = await runSweep(config, { resultsDir, cacheDir: TEST_CACHE, runId: 'crash', workerPreload: [crashModule], progress });
+    assert.not.ok(run.crashed, 'a crash does not end the run');
+    assert.ok(logs.some((m) => /backend of this thread crashed in cell 1 .*the worker threads run the remaining cells/.test(m)), logs.join('\n'));
+    assert.ok(logs.some((m) => /worker thread \d+ exited \(code 7\) in a cell; the cell is recorded as failed and a fresh worker takes its place/.test(m)), logs.join('\n'));
     const cells = cellsOf(join(resultsDir, 'crash'));
     assert.equal(cells.map(cellKey).sort(), expandCells(config).map(cellKey).sort(), 'every cell has its record');
     const cell = (attack: string, seed: number) => cells.find((c) => c.attack === attack && c.seed === seed)!;
@@ -150,7 +177,7 @@ test('a cell that crashes its worker is recorded as failed, the worker is replac
       assert.is(cell(attack, 2).rho, reference.rho, attack);
     }
     const manifest: RunManifest = json(join(resultsDir, 'crash', 'manifest.json'));
-    assert.equal(manifest.workers, { threads: 2, crashes: 2 });
+    assert.equal(manifest.workers, { threads: 3, workerThreads: 2, crashes: 1 });
     assert.equal(manifest.cells, { total: 6, ok: 4, notApplicable: 0, failed: 2 });
     assert.is(manifest.status, 'finished');
   } finally {
@@ -168,7 +195,7 @@ test('an attack registered in this thread only keeps the cells here, where it ex
     const progress = { cellStart() {}, cellStep() {}, cellEnd() {}, log: (m: string) => logs.push(m) };
     const config = { ...tiny, attacks: ['main-only'] as unknown as SweepConfig['attacks'], side: [tiny.side[0]], concurrency: 2 };
     const run = await runSweep(config, { resultsDir, cacheDir: TEST_CACHE, runId: 'main-only', progress });
-    assert.ok(logs.some((m) => /cells run in this thread: the attack registry was changed/.test(m)), logs.join('\n'));
+    assert.ok(logs.some((m) => /cells run in this thread only: the attack registry was changed/.test(m)), logs.join('\n'));
     assert.equal(run.manifest.workers, { threads: 1, mainThread: true });
     assert.ok(run.results.every((r) => r.status === 'ok'), JSON.stringify(run.results.map((r) => r.error)));
   } finally {
