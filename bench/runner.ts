@@ -719,28 +719,3 @@ export async function resumeSweep(dir: string, config: SweepConfig, opts: SweepS
   await run.finish('finished');
   return run;
 }
-
-/** One timed sweep: what `npm run bench` reports for each concurrency it compares. */
-export interface SweepTiming {
-  concurrency: SweepConfig['concurrency'];
-  /** Cells in flight: worker threads, or 1 in the main thread. */
-  threads: number;
-  mainThread: boolean;
-  /** Whole-run wall time: preparing (targets from the cache), the cells, and the outputs. */
-  seconds: number;
-  cells: number;
-  dir: string;
-}
-
-/**
- * Runs `config` at the given concurrency and times it. Train the targets first (a sweep or
- * getTarget with the same cache), or the first timing includes their training.
- */
-export async function timeSweep(config: SweepConfig, concurrency: SweepConfig['concurrency'], opts: SweepStartOptions = {}): Promise<SweepTiming> {
-  const started = performance.now();
-  const run = await runSweep({ ...config, concurrency }, opts);
-  const seconds = (performance.now() - started) / 1000;
-  const workers = run.manifest.workers;
-  const mainThread = !workers || 'mainThread' in workers;
-  return { concurrency, threads: workers?.threads ?? 1, mainThread, seconds, cells: run.results.length, dir: run.files.dir };
-}

@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: speed figures, printed and written to results/perf.json. Not a test: numbers
  * depend on the machine. Flags: --skip-sweep (no quick-preset wall time), --training-only (no
- * oracle or quick preset either), --backends a,b. Sections not measured keep the figures
+ * oracle or quick preset either), --backends a,b, --sweep-pairs n (quick preset timings, default 1). Sections not measured keep the figures
  * results/perf.json already had.
  *
  * Training: samples/s of fitSoft per student and backend, and for the students the project
@@ -9,14 +9,15 @@
  * a forward pass (model.predict) and the rest (gradients and the Adam update), plus the
  * per-kernel breakdown of one cnn-small step (tf.profile, the minimum over a few steps per call).
  */
+import { spawn } from 'node:child_process';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { Command } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
 import { loadSweepConfig } from '../bench/config.ts';
 import { REPO_ROOT } from '../bench/manifest.ts';
-import { createProgress } from '../bench/progress.ts';
-import { timeSweep } from '../bench/runner.ts';
+import type { RunManifest } from '../bench/runner.ts';
+import type { CellResult } from '../bench/types.ts';
 import { writeAtomic } from '../bench/writers.ts';
 import { defaultCacheDir, loadDataset } from '../datasets/index.ts';
 import { toTensor } from '../datasets/split.ts';
@@ -32,8 +33,13 @@ const opts = new Command()
   .option('--skip-sweep', 'do not time the quick preset')
   .option('--training-only', 'time training only (no oracle, no quick preset)')
   .option('--backends <list>', 'backends to measure', 'tensorflow,wasm,cpu')
+  .option('--sweep-pairs <n>', 'times to run the quick preset one cell at a time and then one per core', (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`expected a whole number ≥ 1, got "${v}"`);
+    return n;
+  }, 1)
   .parse()
-  .opts<{ skipSweep?: boolean; trainingOnly?: boolean; backends: string }>();
+  .opts<{ skipSweep?: boolean; trainingOnly?: boolean; backends: string; sweepPairs: number }>();
 
 const BATCH = 128;
 /** The students whose step time the project tracks; cnn-small is the reference student. */
@@ -211,22 +217,75 @@ if (!opts.trainingOnly) {
   oracle = { backend: backend.name, gpu: backend.gpu, batchSize: 256, perTarget };
 
   if (!opts.skipSweep) {
-    // The same sweep with one worker and with one per core: what worker threads buy on this machine.
-    const round = (s: number) => Math.round(s * 10) / 10;
-    const one = await timeSweep(quick, 1, { runId: `bench-quick-1-${Date.now()}`, progress: createProgress() });
-    const many = await timeSweep(quick, 'auto', { runId: `bench-quick-n-${Date.now()}`, progress: createProgress() });
+    // The same sweep one cell at a time and with one per core, alternating, `--sweep-pairs` times:
+    // what worker threads buy on this machine. A shared machine's speed drifts between runs, so
+    // each run also records its cells' own seconds summed (the work, which should not change).
+    const round1 = (v: number) => round(v, 1);
+    const runs: SweepTiming[] = [];
+    const ratios: number[] = [];
+    for (let i = 0; i < opts.sweepPairs; i++) {
+      const one = await timeCliSweep('quick', '1');
+      const many = await timeCliSweep('quick', 'auto');
+      runs.push(one, many);
+      ratios.push(one.seconds / many.seconds);
+      console.log(`rhobench sweep quick (${one.cells} cells, targets from cache), start to exit: ${round1(one.seconds)} s one cell at a time, ${round1(many.seconds)} s ${many.threads} at a time (×${ratios.at(-1)!.toFixed(2)}; cells' own seconds ${round1(one.cellSeconds)} and ${round1(many.cellSeconds)})`);
+    }
+    const manyRuns = runs.filter((r) => r.concurrency === 'auto');
     sweep = {
       preset: 'quick',
-      cells: one.cells,
-      seconds: round(many.seconds),
-      byWorkers: [
-        { workers: one.threads, mainThread: one.mainThread, seconds: round(one.seconds) },
-        { workers: many.threads, mainThread: many.mainThread, seconds: round(many.seconds) },
-      ],
-      speedup: Math.round((one.seconds / many.seconds) * 100) / 100,
+      cells: runs[0].cells,
+      cellsAtOnce: manyRuns[0].threads,
+      workerThreads: manyRuns[0].workerThreads,
+      seconds: round1(median(manyRuns.map((r) => r.seconds))),
+      runs: runs.map((r) => ({ ...r, seconds: round1(r.seconds), cellSeconds: round1(r.cellSeconds) })),
+      speedup: round(median(ratios)),
+      speedups: ratios.map((r) => round(r)),
     };
-    console.log(`quick preset (${one.cells} cells, targets from cache): ${round(one.seconds)} s with 1 worker, ${round(many.seconds)} s with ${many.threads} (×${sweep.speedup})`);
+    if (ratios.length > 1) console.log(`median speedup over ${ratios.length} pairs: ×${sweep.speedup}`);
   }
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+interface SweepTiming {
+  concurrency: string;
+  /** Cells run at once: the main thread's and the worker threads'. */
+  threads: number;
+  workerThreads: number;
+  /** Start to exit. */
+  seconds: number;
+  /** The cells' own seconds, summed. */
+  cellSeconds: number;
+  cells: number;
+}
+
+/**
+ * `rhobench sweep <preset> -c <concurrency>` as a user runs it, in a fresh process (this one has
+ * run the training benchmarks and would not stand for a user's), timed from start to exit.
+ */
+async function timeCliSweep(preset: string, concurrency: string): Promise<SweepTiming> {
+  const runId = `bench-${preset}-c${concurrency}-${Date.now()}`;
+  const started = performance.now();
+  const child = spawn(process.execPath, [join(REPO_ROOT, 'scripts', 'rhobench.js'), 'sweep', preset, '-c', concurrency, '--run-id', runId], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  const seconds = (performance.now() - started) / 1000;
+  if (code !== 0) throw new Error(`rhobench sweep ${preset} -c ${concurrency} exited with ${code}`);
+  const dir = join(REPO_ROOT, 'results', runId);
+  const manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as RunManifest;
+  const cells = (await readFile(join(dir, 'cells.jsonl'), 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as CellResult);
+  const workers = manifest.workers;
+  return {
+    concurrency,
+    cellSeconds: cells.reduce((sum, c) => sum + c.seconds, 0),
+    threads: workers?.threads ?? 1,
+    workerThreads: workers && 'workerThreads' in workers ? workers.workerThreads : 0,
+    seconds,
+    cells: manifest.cells.total,
+  };
 }
 
 const perfPath = join(REPO_ROOT, 'results', 'perf.json');
