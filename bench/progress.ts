@@ -171,7 +171,7 @@ export function createProgress(stream: NodeJS.WriteStream = process.stderr): Pro
 
 /**
  * Machine-readable progress: one JSON object per line, each with `event` and `time` (ISO 8601):
- *   start     {runDir, runId, total, done, toRun, shard?, resumed}
+ *   start     {runDir, runId, total, done, toRun, queriesToRun, shard?, resumed}
  *   cell-start {index, total, key, cell}
  *   cell-end  {index, total, done, key, cell, status, rho, seconds, queries, error?}
  *   log       {message}
