@@ -178,6 +178,8 @@ class CellThread {
  * Worker threads that run a sweep's cells, each thread with its own tfjs backend, data and targets,
  * one cell at a time. A cell whose worker crashes (a wasm RuntimeError, which damages that thread's
  * heap, or the thread dying) is recorded as failed and the thread is replaced by a fresh one.
+ * Made in two steps, so that the first overlaps the main thread's own preparation: `spawn` (the
+ * threads load their modules), then `start` (they prepare the sweep's environment).
  */
 export class WorkerPool {
   private readonly threads = new Set<CellThread>();
@@ -207,13 +209,6 @@ export class WorkerPool {
       pool.spawnError = (err as Error).message;
     }
     return pool;
-  }
-
-  /** spawn and start at once. */
-  static async open(size: number, init: WorkerInit, attacks: string, hooks: PoolHooks): Promise<WorkerPool | { reason: string }> {
-    const pool = WorkerPool.spawn(size);
-    const started = await pool.start(init, attacks, hooks);
-    return started === true ? pool : started;
   }
 
   /**
