@@ -1,8 +1,8 @@
 /**
  * `npm run bench`: speed figures, printed and written to results/perf.json. Not a test: numbers
  * depend on the machine. Flags: --skip-sweep (no quick-preset wall time), --training-only (no
- * oracle or quick preset either), --backends a,b, --sweep-pairs n (quick preset timings, default 1). Sections not measured keep the figures
- * results/perf.json already had.
+ * oracle or quick preset either), --backends a,b, --sweep-pairs n (quick-preset timings, default
+ * 1). Sections not measured keep the figures results/perf.json already had.
  *
  * Training: samples/s of fitSoft per student and backend, and for the students the project
  * tracks (cnn-small, the reference, lenet5 and mlp) the time of one step at batch 128 split into
@@ -16,8 +16,7 @@ import * as tf from '@tensorflow/tfjs';
 import { Command, InvalidArgumentError } from 'commander';
 import { loadSweepConfig } from '../bench/config.ts';
 import { REPO_ROOT } from '../bench/manifest.ts';
-import type { RunManifest } from '../bench/runner.ts';
-import type { CellResult } from '../bench/types.ts';
+import { readRunFolder } from '../bench/runner.ts';
 import { writeAtomic } from '../bench/writers.ts';
 import { defaultCacheDir, loadDataset } from '../datasets/index.ts';
 import { toTensor } from '../datasets/split.ts';
@@ -275,8 +274,9 @@ async function timeCliSweep(preset: string, concurrency: string): Promise<SweepT
   const seconds = (performance.now() - started) / 1000;
   if (code !== 0) throw new Error(`rhobench sweep ${preset} -c ${concurrency} exited with ${code}`);
   const dir = join(REPO_ROOT, 'results', runId);
-  const manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as RunManifest;
-  const cells = (await readFile(join(dir, 'cells.jsonl'), 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as CellResult);
+  const folder = await readRunFolder(dir);
+  if (!folder) throw new Error(`rhobench sweep ${preset} -c ${concurrency} left no run in ${dir}`);
+  const { manifest, cells } = folder;
   const workers = manifest.workers;
   return {
     concurrency,
