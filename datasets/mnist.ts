@@ -21,13 +21,11 @@ async function readPair(dir: string, images: string, labels: string): Promise<By
   if (img.dims.length !== 3 || img.dims[1] !== 28 || img.dims[2] !== 28 || !(img.data instanceof Uint8Array)) {
     throw new DatasetError(`${images}: expected u8 images of 28×28, found [${img.dims.join(', ')}] (${join(dir, images)})`);
   }
-  if (lab.dims.length !== 1 || lab.dims[0] !== img.dims[0]) {
-    throw new DatasetError(`${labels}: expected ${img.dims[0]} labels to match ${images}, found [${lab.dims.join(', ')}] (${join(dir, labels)})`);
+  if (lab.dims.length !== 1 || lab.dims[0] !== img.dims[0] || !(lab.data instanceof Uint8Array)) {
+    throw new DatasetError(`${labels}: expected ${img.dims[0]} u8 labels to match ${images}, found [${lab.dims.join(', ')}] (${join(dir, labels)})`);
   }
-  const bad = lab.data.findIndex((v: number) => !(v >= 0 && v <= 9));
-  if (bad >= 0 || !(lab.data instanceof Uint8Array)) {
-    throw new DatasetError(`${labels}: label ${lab.data[bad]} at row ${bad} is not a digit 0–9 (${join(dir, labels)})`);
-  }
+  const bad = lab.data.findIndex((v) => v > 9);
+  if (bad >= 0) throw new DatasetError(`${labels}: label ${lab.data[bad]} at row ${bad} is not a digit 0–9 (${join(dir, labels)})`);
   return { images: img.data, labels: lab.data };
 }
 

@@ -37,13 +37,11 @@ export function byteRange({ images, labels }: ByteRows, rowSize: number, from: n
   return { images: images.subarray(from * rowSize, to * rowSize), labels: labels.subarray(from, to) };
 }
 
-/** Bytes 0..255 → floats in [0, 1]. */
-export function fromUint8(images: Uint8Array, labels: ArrayLike<number>, rowSize: number): Split {
+/** Every row of `images` and `labels`, scaled to [0, 1]. */
+export function fromUint8(images: Uint8Array, labels: Uint8Array, rowSize: number): Split {
   const n = images.length / rowSize;
   if (!Number.isInteger(n) || n !== labels.length) throw new DatasetError(`${images.length} pixels do not make ${labels.length} rows of ${rowSize}`);
-  const x = new Float32Array(images.length);
-  for (let i = 0; i < images.length; i++) x[i] = images[i] / 255;
-  return { x, y: Int32Array.from(labels), n };
+  return pickRows({ images, labels }, rowSize, Int32Array.from({ length: n }, (_, i) => i));
 }
 
 export function rowSize(split: Split): number {
