@@ -205,10 +205,10 @@ export interface RunManifest extends Manifest {
   /** The slice of the grid this run covers; absent for a whole run (0/1). */
   shard?: Shard;
   /**
-   * How the last process ran its cells: in the main thread (1), or in this many worker threads;
-   * `crashes` counts workers lost in a cell (each replaced). Absent when it ran no cell.
+   * How the last process ran its cells: in the main thread alone, or `threads` at once, the main
+   * thread's and `workerThreads` worker threads'; `crashes` counts workers lost in a cell (each
+   * replaced). Absent when it ran no cell.
    */
-  /** Cells run at once: `threads` in all, this thread and `workerThreads` worker threads; or this thread alone. */
   workers?: { threads: number; workerThreads: number; crashes: number } | { threads: 1; mainThread: true };
   resumes?: ResumeRecord[];
 }
@@ -335,8 +335,10 @@ export class SweepRun {
   private stopped = false;
   /** Set when the backend crashed and the remaining cells were not run. */
   crashed = false;
-  /** Worker threads running the cells; absent when they run in the main thread. */
+  /** Worker threads running cells beside this thread; absent when every cell runs here. */
   private pool?: WorkerPool;
+  /** Worker threads that were ready when the pool started (0: none joined). */
+  private workerThreads = 0;
   /** Threads spawned before preparing, loading their modules meanwhile; openPool starts them. */
   private warm?: WorkerPool;
   private workerPreload: string[] = [];
@@ -469,14 +471,13 @@ export class SweepRun {
     const env = this.env;
     if (!env || !this.pending.length) return this.results;
     const workers = this.openPool(env);
-    const pool = (this.pool = workers?.pool);
+    this.pool = workers?.pool;
     // In this thread alone, a number above 1 interleaves cells (the HTTP transport's own server).
-    const here = pool ? 1 : resolveConcurrency(this.config.concurrency, this.pending.length, { inThread: true });
-    let workerThreads = 0;
+    const here = workers ? 1 : resolveConcurrency(this.config.concurrency, this.pending.length, { inThread: true });
     this.manifest.workers = { threads: 1, mainThread: true };
     // With worker threads the largest cells go first, so that none is left running alone at the
     // end (the files are put back in grid order when the run ends).
-    const queue = pool ? largestFirst(this.pending) : [...this.pending];
+    const queue = workers ? largestFirst(this.pending) : [...this.pending];
     // One picture of sample queries per (target, attack, side): the first of its cells to start draws it.
     const pictured = new Set<string>();
     let latest = -1;
@@ -523,14 +524,12 @@ export class SweepRun {
     const runners = Array.from({ length: here }, () => runner(inThisThread, () => !hereDamaged, true));
     if (workers) {
       // The workers join once they are ready; one stops when the pool has lost every thread.
-      const { pool, ready } = workers;
-      const inWorker = (cell: Cell, sample: boolean, onStep: Progress['cellStep']) => pool.run({ cell, sample, onStep });
+      const inWorker = (cell: Cell, sample: boolean, onStep: Progress['cellStep']) => workers.pool.run({ cell, sample, onStep });
       runners.push(
-        ready.then(async (ok) => {
+        workers.ready.then(async (ok) => {
           if (!ok) return;
-          workerThreads = pool.size;
-          this.manifest.workers = { threads: 1 + workerThreads, workerThreads, crashes: 0 };
-          await Promise.all(Array.from({ length: workerThreads }, () => runner(inWorker, () => pool.size > 0, false)));
+          this.workerThreads = workers.pool.size;
+          await Promise.all(Array.from({ length: this.workerThreads }, () => runner(inWorker, () => workers.pool.size > 0, false)));
         }),
       );
     }
@@ -540,7 +539,6 @@ export class SweepRun {
       this.crashed = true;
       this.progress.log(`${queue.length} cell(s) were not run: this thread's backend crashed and no worker thread is left. Finished cells are kept in ${this.files.dir}`);
     }
-    if (pool && workerThreads) this.manifest.workers = { threads: 1 + workerThreads, workerThreads, crashes: pool.crashes };
     return this.results;
   }
 
@@ -615,6 +613,9 @@ export class SweepRun {
     this.manifest.status = status;
     this.manifest.finishedAt = new Date().toISOString();
     this.manifest.cells = counts;
+    if (this.pool && this.workerThreads) {
+      this.manifest.workers = { threads: 1 + this.workerThreads, workerThreads: this.workerThreads, crashes: this.pool.crashes };
+    }
     await this.pool?.close();
     await this.warm?.close();
     await this.orderCellsFile();
