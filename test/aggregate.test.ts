@@ -7,16 +7,10 @@ import { meanInterval, toCurves } from '../bench/aggregate.ts';
 import { parseSweepConfig } from '../bench/config.ts';
 import { cellKey, expandCells } from '../bench/grid.ts';
 import { formatSummary } from '../bench/table.ts';
-import type { CellResult } from '../bench/types.ts';
 import { readCells, toCsv } from '../bench/writers.ts';
+import { cellResult } from './helpers.ts';
 
-function cell(over: Partial<CellResult>): CellResult {
-  return {
-    target: 't', attack: 'knockoff', student: 'mlp', side: 's', budget: 100, seed: 1, status: 'ok',
-    rho: 0.5, agreement: 0.5, studentAccuracy: 0.4, targetAccuracy: 0.9, queries: 100, seconds: 1,
-    backend: 'wasm', gpu: false, ...over,
-  };
-}
+const cell = cellResult;
 
 test('meanInterval: mean and Student-t half width', () => {
   const r = meanInterval([1, 2, 3]);

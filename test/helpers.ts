@@ -1,5 +1,6 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { CellResult } from '../bench/types.ts';
 import { loadDataset } from '../datasets/index.ts';
 import type { Dataset } from '../datasets/types.ts';
 
@@ -19,4 +20,13 @@ export async function rejection(p: Promise<unknown>): Promise<Error> {
     return err as Error;
   }
   throw new Error('expected a rejection');
+}
+
+/** A finished cell's record for tests of what is computed from records; `over` sets its fields. */
+export function cellResult(over: Partial<CellResult>): CellResult {
+  return {
+    target: 't', attack: 'knockoff', student: 'mlp', side: 's', budget: 100, seed: 1, status: 'ok',
+    rho: 0.5, agreement: 0.5, studentAccuracy: 0.4, targetAccuracy: 0.9, queries: 100, seconds: 1,
+    backend: 'wasm', gpu: false, ...over,
+  };
 }

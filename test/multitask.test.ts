@@ -13,7 +13,7 @@ import { sampleRegressionTasks, sampleTasks, taskCapacity, TASK_KINDS, type Task
 import { isTask, relabel, taskPositives, type TaskName } from '../datasets/tasks.ts';
 import type { Split } from '../datasets/types.ts';
 import { gaussians, rng } from '../models/seed.ts';
-import { TEST_CACHE } from './helpers.ts';
+import { cellResult, TEST_CACHE } from './helpers.ts';
 
 const family = (over: Partial<TaskSamplerSpec> = {}): TaskSamplerSpec => ({ sampler: 'mnist-family', count: 6, seed: 1, kinds: TASK_KINDS, ...over });
 
@@ -136,13 +136,7 @@ test('regression tasks: deterministic, one vector per task, linear ones in the s
   assert.throws(() => sampleRegressionTasks(rows, 'linear', 0, 1), /count/);
 });
 
-function cell(over: Partial<CellResult>): CellResult {
-  return {
-    target: 'nb', attack: 'knockoff', student: 'mlp', side: 'p', budget: 100, seed: 1, status: 'ok',
-    rho: 0.5, agreement: 0.5, studentAccuracy: 0.9, targetAccuracy: 0.9, queries: 100, seconds: 1,
-    backend: 'wasm', gpu: false, ...over,
-  };
-}
+const cell = (over: Partial<CellResult>) => cellResult({ target: 'nb', side: 'p', studentAccuracy: 0.9, ...over });
 
 test('task curves: ρ averaged over tasks per seed, then over seeds; incomplete seeds left out', () => {
   const set = { base: 'nb', family: 'naive-bayes', members: [{ id: 'nb@a', task: 'parity' }, { id: 'nb@b', task: 'ge5' }] };

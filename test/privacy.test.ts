@@ -3,6 +3,7 @@ import * as assert from 'uvu/assert';
 import { toEpsDelta } from '../bench/aggregate.ts';
 import { clopperPearson, DEFAULT_EPSILONS, deltaHat, epsDeltaTable, formatEpsDelta } from '../bench/privacy.ts';
 import type { CellResult } from '../bench/types.ts';
+import { cellResult } from './helpers.ts';
 
 const close = (a: number, b: number, tol: number, what: string) => assert.ok(Math.abs(a - b) <= tol, `${what}: ${a} vs ${b}`);
 
@@ -80,13 +81,7 @@ test('δ̂ is the fraction with ρ ≤ ε and grows with ε', () => {
   assert.equal(DEFAULT_EPSILONS, [0.01, 0.02, 0.05, 0.1, 0.2, 0.5]);
 });
 
-function cell(over: Partial<CellResult>): CellResult {
-  return {
-    target: 'nb', attack: 'knockoff', student: 'mlp', side: 'probs', budget: 100, seed: 1, status: 'ok',
-    rho: 0.5, agreement: 0.5, studentAccuracy: 0.9, targetAccuracy: 0.95, queries: 100, seconds: 1,
-    backend: 'wasm', gpu: false, ...over,
-  };
-}
+const cell = (over: Partial<CellResult>) => cellResult({ target: 'nb', side: 'probs', studentAccuracy: 0.9, targetAccuracy: 0.95, ...over });
 
 test('(ε, δ) table from cells: task sets averaged per seed, plain targets per cell, failures left out', () => {
   const set = { base: 'nb', family: 'naive-bayes', members: [{ id: 'nb@parity', task: 'parity' }, { id: 'nb@ge5', task: 'ge5' }] };
