@@ -1,5 +1,5 @@
 import { CholeskyDecomposition, Matrix } from 'ml-matrix';
-import { checkRows, type Fitted, type Learner, type Rows64 } from './types.ts';
+import { checkRows, rowsTimes, type Fitted, type Learner, type Rows64 } from './types.ts';
 
 export interface KernelRidgeOptions {
   /** RBF width in k(x, z) = exp(−γ‖x − z‖²); default 1/d, so the exponent is O(1) for unit-variance features. */
@@ -49,14 +49,7 @@ export function kernelRidge(options: KernelRidgeOptions = {}): Learner {
         predict(query) {
           checkRows(query);
           if (query.d !== train.d) throw new RangeError(`krr model has ${train.d} features, rows have ${query.d}`);
-          const kq = rbfKernel(query, train, g);
-          const out = new Float64Array(query.n);
-          for (let i = 0; i < query.n; i++) {
-            let s = 0;
-            for (let j = 0; j < n; j++) s += kq[i * n + j] * alpha[j];
-            out[i] = s;
-          }
-          return out;
+          return rowsTimes({ x: rbfKernel(query, train, g), n: query.n, d: n }, alpha);
         },
       };
     },
@@ -64,9 +57,9 @@ export function kernelRidge(options: KernelRidgeOptions = {}): Learner {
       const { n } = rows;
       if (params.length !== n) throw new RangeError(`krr params hold one α per training row: ${params.length} for ${n} rows`);
       const k = rbfKernel(rows, rows, widthFor(rows));
-      const ka = symmetricTimes(k, params);
+      const ka = rowsTimes({ x: k, n, d: n }, params);
       const r = y.map((v, i) => v - ka[i]);
-      const kr = symmetricTimes(k, r);
+      const kr = rowsTimes({ x: k, n, d: n }, r);
       const loss = kr.map((v) => -2 * v);
       const reg = ka.map((v) => 2 * v);
       return { loss, reg };
@@ -92,17 +85,6 @@ export function rbfKernel(a: Rows64, b: Rows64, gamma: number): Float64Array {
       }
       out[i * b.n + j] = Math.exp(-gamma * s);
     }
-  }
-  return out;
-}
-
-function symmetricTimes(k: Float64Array, v: Float64Array): Float64Array {
-  const n = v.length;
-  const out = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    let s = 0;
-    for (let j = 0; j < n; j++) s += k[i * n + j] * v[j];
-    out[i] = s;
   }
   return out;
 }
