@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { cpus, hostname, platform, release, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { BackendInfo } from '../models/backend.ts';
+import type { BackendInfo } from '../engine/backend.ts';
 import type { SweepConfig } from './config.ts';
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');

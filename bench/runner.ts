@@ -7,7 +7,7 @@ import { NotApplicable, type SideInfo } from '../attacks/types.ts';
 import { defaultCacheDir, loadDataset, loadPool, poolKey } from '../datasets/index.ts';
 import { relabel } from '../datasets/tasks.ts';
 import type { Dataset, Split } from '../datasets/types.ts';
-import { initBackend, type BackendInfo, type BackendName } from '../models/backend.ts';
+import { initBackend, type BackendInfo, type BackendName } from '../engine/backend.ts';
 import { getTarget } from '../models/targets/index.ts';
 import type { StudentSpec, Target } from '../models/types.ts';
 import type { Oracle } from '../serve/types.ts';

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { Attack } from '../attacks/types.ts';
-import type { BackendName } from '../models/backend.ts';
+import type { BackendName } from '../engine/backend.ts';
 import type { SweepConfig } from './config.ts';
 import type { Cell, CellResult } from './types.ts';
 

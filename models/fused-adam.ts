@@ -1,17 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-
-/** Kernel name of one fused Adam step (registered for 'wasm' by models/wasm-kernels.ts). */
-export const ADAM_STEP = 'RhobenchAdamStep';
-
-export interface AdamStepAttrs {
-  beta1: number;
-  beta2: number;
-  /** 1 − β₁ᵗ and 1 − β₂ᵗ for this step, as float32 (what tfjs's Adam divides by). */
-  c1: number;
-  c2: number;
-  epsilon: number;
-  learningRate: number;
-}
+import { ADAM_STEP, type AdamStepAttrs } from '../engine/kernel-names.ts';
 
 /** Adam over a model's variables: `apply` takes the gradients of one step, keyed by variable name. */
 export interface Adam {

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { CONV_RELU_POOL, CONV_RELU_POOL_GRAD, POOL_RELU_BIAS_GRAD, RELU_BIAS_GRAD, STEP_KERNELS, convReluPoolFits } from '../engine/kernel-names.ts';
 import { softCrossEntropy, softCrossEntropyGrad } from './soft-loss.ts';
 
 /**
@@ -11,20 +12,6 @@ import { softCrossEntropy, softCrossEntropyGrad } from './soft-loss.ts';
  * follows, with the pooling gradient too. Only for the 'wasm' backend, whose models/wasm-kernels.ts
  * registers the fused kernels; test/wasm-kernels.test.ts checks it against tfjs's own gradients.
  */
-
-/** Kernel: inputs {dy, y} (y a ReLU layer's output) → [gradient before the ReLU, bias gradient]. */
-export const RELU_BIAS_GRAD = 'RhobenchReluBiasGrad';
-/** Kernel: MaxPoolGrad's inputs and attributes, pooling a ReLU layer's output → [dpre, dbias]. */
-export const POOL_RELU_BIAS_GRAD = 'RhobenchMaxPoolReluBiasGrad';
-/** Kernel: inputs {x, filter, bias}, attrs {strides, pad} → [2×2-max-pooled relu(conv + bias), argmax]. */
-export const CONV_RELU_POOL = 'RhobenchConvReluPool';
-/** Kernel: inputs {x, dy, pooled, argmax}, attrs {strides, pad, filterShape} → [dfilter, dbias] (no dx). */
-export const CONV_RELU_POOL_GRAD = 'RhobenchConvReluPoolGrad';
-
-/** Whether CONV_RELU_POOL applies: its pooling must tile the convolution's output, channels a multiple of 4. */
-export function convReluPoolFits(outHeight: number, outWidth: number, channels: number): boolean {
-  return outHeight % 2 === 0 && outWidth % 2 === 0 && channels % 4 === 0;
-}
 
 type Activation = 'relu' | 'linear';
 type Padding = 'same' | 'valid';
@@ -103,7 +90,7 @@ function stageOf(layer: tf.layers.Layer): Stage | undefined {
  */
 export function handDerivedStep(model: tf.LayersModel): HandDerivedStep | undefined {
   const backend = tf.getBackend();
-  if (![RELU_BIAS_GRAD, POOL_RELU_BIAS_GRAD, CONV_RELU_POOL, CONV_RELU_POOL_GRAD].every((k) => tf.getKernel(k, backend))) return undefined;
+  if (!STEP_KERNELS.every((k) => tf.getKernel(k, backend))) return undefined;
   if (model.getClassName() !== 'Sequential') return undefined;
   const stages: Stage[] = [];
   for (const layer of model.layers) {

@@ -12,7 +12,7 @@ import { REPO_ROOT } from '../bench/manifest.ts';
 import { writeAtomic } from '../bench/writers.ts';
 import { defaultCacheDir, loadDataset } from '../datasets/index.ts';
 import { toTensor } from '../datasets/split.ts';
-import { initBackend } from '../models/backend.ts';
+import { initBackend } from '../engine/backend.ts';
 import { getTarget } from '../models/targets/index.ts';
 import type { ServeConfig } from '../serve/config.ts';
 import { hashKey } from '../serve/keys.ts';

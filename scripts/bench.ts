@@ -21,7 +21,7 @@ import { writeAtomic } from '../bench/writers.ts';
 import { defaultCacheDir, loadDataset } from '../datasets/index.ts';
 import { toTensor } from '../datasets/split.ts';
 import type { Dataset } from '../datasets/types.ts';
-import { initBackend, type BackendInfo } from '../models/backend.ts';
+import { initBackend, type BackendInfo } from '../engine/backend.ts';
 import { buildStudent } from '../models/students.ts';
 import { getTarget } from '../models/targets/index.ts';
 import { fitSoft, makeTrainStep } from '../models/train.ts';

@@ -18,7 +18,7 @@ import { formatEpsDelta } from '../bench/privacy.ts';
 import { EXPERIMENTS } from '../bench/experiments/index.ts';
 import { isExperimentConfig, parseExperimentConfig, runExperiment } from '../bench/experiments/run.ts';
 import { DATASETS, DatasetError, POOL_KINDS } from '../datasets/index.ts';
-import { BackendUnavailable, type BackendName } from '../models/backend.ts';
+import { BackendUnavailable, type BackendName } from '../engine/backend.ts';
 import { TARGET_FAMILIES } from '../models/targets/index.ts';
 import { registerServeCommand } from './serve-command.ts';
 import { STUDENT_ARCHS } from '../models/types.ts';

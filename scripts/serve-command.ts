@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { BACKEND_NAMES, ConfigError } from '../bench/config.ts';
-import { initBackend, type BackendName } from '../models/backend.ts';
+import { initBackend, type BackendName } from '../engine/backend.ts';
 import { loadServeConfig } from '../serve/config.ts';
 import { startServer } from '../serve/server.ts';
 import { buildTrainingService, parseTrainingServeConfig } from '../serve/training-config.ts';

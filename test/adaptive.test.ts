@@ -7,7 +7,7 @@ import { scoreImitation } from '../bench/score.ts';
 import { loadPool } from '../datasets/index.ts';
 import { toTensor } from '../datasets/split.ts';
 import type { Dataset, Split } from '../datasets/types.ts';
-import { initBackend } from '../models/backend.ts';
+import { initBackend } from '../engine/backend.ts';
 import { rng, sampleIndices, withSeed } from '../models/seed.ts';
 import { buildStudent } from '../models/students.ts';
 import { getTarget } from '../models/targets/index.ts';

@@ -12,7 +12,7 @@ import { scoreImitation } from '../bench/score.ts';
 import { loadPool } from '../datasets/index.ts';
 import { subset, toTensor } from '../datasets/split.ts';
 import type { Dataset, Split } from '../datasets/types.ts';
-import { initBackend } from '../models/backend.ts';
+import { initBackend } from '../engine/backend.ts';
 import { sampleIndices, withSeed } from '../models/seed.ts';
 import { buildStudent } from '../models/students.ts';
 import { getTarget } from '../models/targets/index.ts';

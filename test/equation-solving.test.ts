@@ -12,7 +12,7 @@ import { loadPool } from '../datasets/index.ts';
 import { toTensor } from '../datasets/split.ts';
 import { relabel, type TaskName } from '../datasets/tasks.ts';
 import type { Dataset, Split } from '../datasets/types.ts';
-import { initBackend } from '../models/backend.ts';
+import { initBackend } from '../engine/backend.ts';
 import { getTarget, type LoadedTarget } from '../models/targets/index.ts';
 import { logregParamsOf, logregTarget, type LogregParams } from '../models/targets/logreg.ts';
 import { mlpParamsOf } from '../models/targets/mlp.ts';

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { CellResult } from '../bench/types.ts';
 import { loadDataset } from '../datasets/index.ts';
 import type { Dataset } from '../datasets/types.ts';
+import { probeDawn } from '../engine/webgpu/probe.ts';
 
 /** One cache for the whole suite, so each small target trains once per machine. */
 export const TEST_CACHE = process.env.RHOBENCH_TEST_CACHE ?? join(tmpdir(), 'rhobench-test-cache');
@@ -29,4 +30,15 @@ export function cellResult(over: Partial<CellResult>): CellResult {
     rho: 0.5, agreement: 0.5, studentAccuracy: 0.4, targetAccuracy: 0.9, queries: 100, seconds: 1,
     backend: 'wasm', gpu: false, ...over,
   };
+}
+
+/**
+ * Whether a WebGPU adapter (a GPU, or Mesa's lavapipe on a CPU) is here for the webgpu tests;
+ * where none is, prints why `what` is skipped, so a skip never passes silently.
+ */
+export async function haveWebgpu(what: string): Promise<boolean> {
+  const probe = await probeDawn();
+  if (probe.found) return true;
+  console.log(`\n  SKIPPED on webgpu: ${what} (${probe.why}; .ci/run installs Mesa's lavapipe from bookworm-backports for these tests)`);
+  return false;
 }

@@ -8,7 +8,7 @@ import { scoreImitation } from '../bench/score.ts';
 import { loadPool } from '../datasets/index.ts';
 import { relabel, type TaskName } from '../datasets/tasks.ts';
 import type { Dataset, Split } from '../datasets/types.ts';
-import { initBackend } from '../models/backend.ts';
+import { initBackend } from '../engine/backend.ts';
 import { getTarget } from '../models/targets/index.ts';
 import { fitLinearSvm, linearParamsOf, type LinearSvmParams } from '../models/targets/linear-svm.ts';
 import type { ModelClass, Target } from '../models/types.ts';

@@ -3,7 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { subset, toTensor } from '../datasets/split.ts';
 import type { Dataset, Split } from '../datasets/types.ts';
-import { initBackend } from '../models/backend.ts';
+import { initBackend } from '../engine/backend.ts';
 import { fitNaiveBayes, naiveBayesTarget } from '../models/targets/naive-bayes.ts';
 import { smallMnist } from './helpers.ts';
 

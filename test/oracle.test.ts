@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { initBackend } from '../models/backend.ts';
+import { initBackend } from '../engine/backend.ts';
 import type { Target } from '../models/types.ts';
 import { describeDisclosure, disclose, disclose64, givesProbabilities } from '../serve/disclosure.ts';
 import { InProcessOracle } from '../serve/oracle.ts';

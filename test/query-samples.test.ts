@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { SampledOracle } from '../bench/query-samples.ts';
-import { initBackend } from '../models/backend.ts';
+import { initBackend } from '../engine/backend.ts';
 import type { Answers64, Disclosure, Oracle } from '../serve/types.ts';
 
 // The oracle under the wrapper answers row r with class r mod 3 at probability 0.8 and counts rows,

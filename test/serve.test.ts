@@ -10,7 +10,7 @@ import type { AttackContext } from '../attacks/types.ts';
 import { scoreImitation } from '../bench/score.ts';
 import { loadPool } from '../datasets/index.ts';
 import type { Dataset, Split } from '../datasets/types.ts';
-import { initBackend } from '../models/backend.ts';
+import { initBackend } from '../engine/backend.ts';
 import { getTarget } from '../models/targets/index.ts';
 import type { Target } from '../models/types.ts';
 import { parseServeConfig, type ServeConfig } from '../serve/config.ts';

@@ -3,7 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { toTensor } from '../datasets/split.ts';
 import type { Dataset } from '../datasets/types.ts';
-import { initBackend } from '../models/backend.ts';
+import { initBackend } from '../engine/backend.ts';
 import { withSeed } from '../models/seed.ts';
 import { buildStudent } from '../models/students.ts';
 import { asImitation, fitSoft, predictBatched, softCrossEntropy } from '../models/train.ts';

@@ -3,7 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { toTensor } from '../datasets/split.ts';
 import type { Dataset, Split } from '../datasets/types.ts';
-import { initBackend } from '../models/backend.ts';
+import { initBackend } from '../engine/backend.ts';
 import { couplePairwise, fitSvm, parseLibsvmModel, svmTarget, type LibsvmReference, type SvmParams } from '../models/targets/svm.ts';
 import { smallMnist } from './helpers.ts';
 

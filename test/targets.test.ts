@@ -6,7 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { toTensor } from '../datasets/split.ts';
 import type { Dataset, Split } from '../datasets/types.ts';
-import { initBackend } from '../models/backend.ts';
+import { initBackend } from '../engine/backend.ts';
 import { buildStudent } from '../models/students.ts';
 import { cacheKey } from '../models/targets/cache.ts';
 import { deserializeModel, serializeModel } from '../models/targets/cnn.ts';

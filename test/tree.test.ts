@@ -9,7 +9,7 @@ import { NotApplicable, type AttackContext } from '../attacks/types.ts';
 import { scoreImitation } from '../bench/score.ts';
 import { loadPool } from '../datasets/index.ts';
 import type { Dataset, Split } from '../datasets/types.ts';
-import { initBackend } from '../models/backend.ts';
+import { initBackend } from '../engine/backend.ts';
 import { getTarget } from '../models/targets/index.ts';
 import { leafCount, nodeCount, treeFamily, treeOf, treeTarget, treeToJson, type TreeModel, type TreeSpec } from '../models/targets/tree.ts';
 import type { ModelClass, Target } from '../models/types.ts';

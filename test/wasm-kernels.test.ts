@@ -1,15 +1,15 @@
 import * as tf from '@tensorflow/tfjs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { initBackend } from '../models/backend.ts';
+import { initBackend } from '../engine/backend.ts';
 import { createAdam } from '../models/fused-adam.ts';
 import { rng, withSeed } from '../models/seed.ts';
 import { handDerivedStep } from '../models/sequential-step.ts';
 import { softCrossEntropy } from '../models/soft-loss.ts';
 import { buildStudent } from '../models/students.ts';
 import { STUDENT_ARCHS } from '../models/types.ts';
-import { Fn, Module, assemble, at, f32, get, i32, v128 } from '../models/wasm-asm.ts';
-import { registerWasmKernels } from '../models/wasm-kernels.ts';
+import { Fn, Module, assemble, at, f32, get, i32, v128 } from '../engine/wasm/asm.ts';
+import { registerWasmKernels } from '../engine/wasm/kernels.ts';
 
 type Case = { n: number; h: number; w: number; ci: number; co: number; k: number; stride: 1 | 2; pad: 'same' | 'valid' };
 

@@ -1,8 +1,8 @@
-import { Fn, Module, assemble, at, f32, get, i32, v128, type Expr, type Local } from './wasm-asm.ts';
+import { Fn, Module, assemble, at, f32, get, i32, v128, type Expr, type Local } from './asm.ts';
 
 /**
  * SIMD kernels that run on tfjs-backend-wasm's own heap: a second, small WebAssembly module,
- * written with models/wasm-asm.ts, that imports the backend's memory, so tensors are read and
+ * written with engine/wasm/asm.ts, that imports the backend's memory, so tensors are read and
  * written where they lie. They cover what a training step needs and XNNPACK (inside the
  * backend) either lacks or does slowly here: matrix products in register tiles (Aᵀ·B for
  * weight gradients, A·B with bias and ReLU), patch matrices of convolutions and their adjoint,

@@ -1,6 +1,6 @@
 /**
  * A minimal WebAssembly assembler: just enough to write the SIMD training kernels of
- * models/wasm-fused.ts as code, without a toolchain (emscripten, wabt) that this project
+ * engine/wasm/fused.ts as code, without a toolchain (emscripten, wabt) that this project
  * cannot install. A module imports one memory ("env", "memory") — tfjs-backend-wasm's heap —
  * and exports functions whose parameters and results are i32, f32 or v128.
  *

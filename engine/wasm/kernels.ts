@@ -1,7 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
-import { ADAM_STEP, type AdamStepAttrs } from './fused-adam.ts';
-import { CONV_RELU_POOL, CONV_RELU_POOL_GRAD, POOL_RELU_BIAS_GRAD, RELU_BIAS_GRAD, convReluPoolFits } from './sequential-step.ts';
-import { TILE_ROWS, TILE_VECTORS, fusedKernels, type FusedKernels } from './wasm-fused.ts';
+import { ADAM_STEP, CONV_RELU_POOL, CONV_RELU_POOL_GRAD, POOL_RELU_BIAS_GRAD, RELU_BIAS_GRAD, convReluPoolFits, type AdamStepAttrs } from '../kernel-names.ts';
+import { TILE_ROWS, TILE_VECTORS, fusedKernels, type FusedKernels } from './fused.ts';
 
 /**
  * Kernels for the 'wasm' backend. tfjs-backend-wasm 4.22 has no Conv2DBackpropFilter at all, so
@@ -9,10 +8,10 @@ import { TILE_ROWS, TILE_VECTORS, fusedKernels, type FusedKernels } from './wasm
  * copies there: BatchMatMul with a transposed operand, Conv2DBackpropInput, MaxPoolGrad, a Sum
  * over rows, a broadcast Add of a bias, GatherV2 (3 ms for a batch of 128 images), Slice (which
  * first copies its whole input), Identity and same-type Cast (which copy). The replacements run
- * the SIMD kernels of models/wasm-fused.ts on the backend's heap, or compose wasm's own XNNPACK
+ * the SIMD kernels of engine/wasm/fused.ts on the backend's heap, or compose wasm's own XNNPACK
  * kernels; they work on TensorInfos directly, so nothing reaches the engine's bookkeeping.
  * Anything outside the cases handled goes to wasm's own kernel. Also registered: the fused
- * kernels of models/sequential-step.ts and models/fused-adam.ts. Each is checked against the
+ * kernels of engine/kernel-names.ts. Each is checked against the
  * cpu backend in test/wasm-kernels.test.ts.
  */
 

@@ -1,5 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
-import { registerWasmKernels } from './wasm-kernels.ts';
+import { registerWasmKernels } from './wasm/kernels.ts';
+import { registerWebgpu } from './webgpu/backend.ts';
+import type { DawnDevice } from './webgpu/dawn.ts';
+import { probeDawn } from './webgpu/probe.ts';
 
 export type BackendName = 'auto' | 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
 export interface BackendInfo {
@@ -36,53 +39,31 @@ async function loadTensorflow(): Promise<BackendInfo> {
   };
 }
 
-// Optional too: Dawn's Node binding (about 130 MB) and tfjs's WebGPU backend.
-const WEBGPU_PACKAGE = 'webgpu';
-const WEBGPU_BACKEND_PACKAGE = '@tensorflow/tfjs-backend-webgpu';
-
-interface GpuAdapterLike {
-  isFallbackAdapter?: boolean;
-  info?: { vendor?: string; architecture?: string; description?: string; device?: string };
-}
-interface GpuLike {
-  requestAdapter(options?: { powerPreference?: string }): Promise<GpuAdapterLike | null>;
-}
-
 /**
- * WebGPU through Dawn (the `webgpu` package). Node 20 has no `navigator`, so Dawn's GPU object is
- * installed where tfjs looks for it. Dawn needs a Vulkan loader (libvulkan.so.1) and a driver on
- * Linux; without an adapter this is BackendUnavailable, never a silent fallback. Not part of 'auto':
- * it is unmeasured here.
+ * WebGPU through Dawn (optional packages `webgpu` and `@tensorflow/tfjs-backend-webgpu`). Without
+ * an adapter this is BackendUnavailable, never a silent fallback; a software adapter (Mesa's
+ * llvmpipe, a CPU) starts but is recorded as gpu: false.
  */
 async function loadWebgpu(): Promise<BackendInfo> {
-  let dawn: { create(flags: string[]): GpuLike; globals: Record<string, unknown> };
+  const probe = await probeDawn();
+  if (!probe.found) throw new BackendUnavailable(`backend "webgpu": ${probe.why}${probe.why.startsWith('Dawn found no') ? `: ${NO_ADAPTER_HINT}` : ''}`);
+  let dawn: DawnDevice;
   try {
-    dawn = await import(WEBGPU_PACKAGE);
-    await import(WEBGPU_BACKEND_PACKAGE);
+    dawn = await registerWebgpu();
   } catch (err) {
-    throw new BackendUnavailable(
-      `backend "webgpu" needs the optional packages ${WEBGPU_PACKAGE} and ${WEBGPU_BACKEND_PACKAGE}, which did not load (${(err as Error).message.split('\n')[0]})`,
-    );
+    throw new BackendUnavailable(`backend "webgpu": ${(err as Error).message}`);
   }
-  const g = globalThis as unknown as { navigator?: { gpu?: GpuLike } };
-  if (!g.navigator?.gpu) {
-    Object.assign(globalThis, dawn.globals);
-    const gpu = dawn.create([]);
-    if (g.navigator) Object.defineProperty(g.navigator, 'gpu', { value: gpu, configurable: true });
-    else Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
-  }
-  const adapter = await g.navigator!.gpu!.requestAdapter({ powerPreference: 'high-performance' });
-  if (!adapter) {
-    throw new BackendUnavailable(
-      'backend "webgpu": Dawn found no GPU adapter (on Linux it needs the Vulkan loader libvulkan.so.1 and a GPU driver with Vulkan support)',
-    );
-  }
-  if (!(await tf.setBackend('webgpu'))) throw new BackendUnavailable('backend "webgpu" found an adapter but did not start');
-  const info = adapter.info ?? {};
-  const name = [info.vendor, info.architecture, info.description || info.device].filter(Boolean).join(' ') || 'unnamed adapter';
-  const gpu = !adapter.isFallbackAdapter;
-  return { name: 'webgpu', gpu, reason: `WebGPU (Dawn) on ${name}${gpu ? '' : ': a software fallback adapter, not a GPU'}` };
+  if (!(await tf.setBackend('webgpu'))) throw new BackendUnavailable(`backend "webgpu" found ${dawn.label} but did not start`);
+  return {
+    name: 'webgpu',
+    gpu: dawn.hardware,
+    reason: `WebGPU (Dawn) on ${dawn.label}${dawn.hardware ? '' : ': a software adapter (a CPU), not a GPU'}`,
+  };
 }
+
+const NO_ADAPTER_HINT =
+  'on Linux it needs the Vulkan loader (libvulkan.so.1) and a Vulkan driver: a GPU driver, or for a CPU stand-in ' +
+  "Mesa 25's lavapipe with VK_DRIVER_FILES=/usr/share/vulkan/icd.d/lvp_icd.json";
 
 const PROCESS_EVENTS = ['uncaughtException', 'unhandledRejection'] as const;
 
@@ -128,8 +109,36 @@ const LOADERS = { tensorflow: loadTensorflow, webgpu: loadWebgpu, wasm: loadWasm
 let current: { requested: BackendName; info: BackendInfo } | undefined;
 
 /**
- * Selects the tfjs backend. 'auto' tries the native TensorFlow package, then wasm, then cpu, and
- * says in `reason` why it skipped each; a named backend that cannot load throws BackendUnavailable.
+ * auto's candidates in order, each either starting or saying why not. WebGPU counts only on a
+ * hardware adapter (Dawn is probed before the backend is set), and the native package only with
+ * its GPU: on the CPU it is slower than wasm with rhobench's kernels.
+ */
+const AUTO: { name: 'tensorflow' | 'webgpu' | 'wasm' | 'cpu'; start(): Promise<BackendInfo> }[] = [
+  {
+    name: 'webgpu',
+    async start() {
+      const probe = await probeDawn();
+      if (!probe.found) throw new BackendUnavailable(probe.why);
+      if (!probe.hardware) throw new BackendUnavailable(`only a software adapter (${probe.label}), which is a CPU`);
+      return loadWebgpu();
+    },
+  },
+  {
+    name: 'tensorflow',
+    async start() {
+      const info = await loadTensorflow();
+      if (!info.gpu) throw new BackendUnavailable(info.reason);
+      return info;
+    },
+  },
+  { name: 'wasm', start: loadWasm },
+  { name: 'cpu', start: loadCpu },
+];
+
+/**
+ * Selects the tfjs backend. 'auto' takes WebGPU on a hardware adapter, else the native TensorFlow
+ * package on its GPU, else wasm, else cpu, and says in `reason` why it skipped each; a named
+ * backend that cannot load throws BackendUnavailable.
  */
 export async function initBackend(requested: BackendName = 'auto'): Promise<BackendInfo> {
   if (current?.requested === requested && tf.getBackend() === current.info.name) return current.info;
@@ -137,11 +146,11 @@ export async function initBackend(requested: BackendName = 'auto'): Promise<Back
   if (requested === 'auto') {
     const skipped: string[] = [];
     info = await (async () => {
-      for (const name of ['tensorflow', 'wasm', 'cpu'] as const) {
+      for (const candidate of AUTO) {
         try {
-          return await LOADERS[name]();
+          return await candidate.start();
         } catch (err) {
-          skipped.push(`${name}: ${(err as Error).message}`);
+          skipped.push(`${candidate.name}: ${(err as Error).message}`);
         }
       }
       throw new BackendUnavailable(`no tfjs backend could start:\n${skipped.join('\n')}`);
