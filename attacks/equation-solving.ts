@@ -154,9 +154,9 @@ export function linearProba64(s: LinearSolution, x: Float64Array | Float32Array,
  */
 function float64Imitation(proba64: (x: Float32Array, n: number) => Float64Array, classes: number, params: RecoveredParams, queries: number): SolvedImitation {
   return {
-    predict: (x) => {
+    predict: async (x) => {
       const n = x.shape[0];
-      return tf.tensor2d(Float32Array.from(proba64(x.dataSync() as Float32Array, n)), [n, classes]);
+      return tf.tensor2d(Float32Array.from(proba64((await x.data()) as Float32Array, n)), [n, classes]);
     },
     dispose: () => {},
     params,
@@ -302,7 +302,7 @@ async function attackMlp(ctx: AttackContext, d: number, hidden: number[], opts: 
       }
       await fitLogits(model, tf.tensor2d(Float32Array.from(x), [budget, d]), tf.tensor2d(logits, [budget, k]), opts, ctx);
     }
-    const params = mlpParamsFrom(model, d, hidden, ctx.classes);
+    const params = await mlpParamsFrom(model, d, hidden, ctx.classes);
     return float64Imitation((x, n) => mlpProba64(params, x, n), ctx.classes, { kind: 'mlp', ...params }, ctx.oracle.spent - start);
   } finally {
     model.dispose();

@@ -263,9 +263,9 @@ export async function extractLinear(ctx: AttackContext, opts: LowdMeekOptions = 
 export function linearImitation(w: Float64Array, b: number, positive: number): Imitation {
   const d = w.length;
   return {
-    predict(x) {
+    async predict(x) {
       const n = x.shape[0];
-      const data = x.dataSync();
+      const data = await x.data();
       if (data.length !== n * d) throw new RangeError(`linear imitation: rows of ${data.length / n} values, the model has ${d} weights`);
       const out = new Float32Array(n * 2);
       for (let r = 0; r < n; r++) {
@@ -283,7 +283,7 @@ export function linearImitation(w: Float64Array, b: number, positive: number): I
 /** Predicts one class for every row. */
 export function constantImitation(cls: number, classes: number): Imitation {
   return {
-    predict: (x) => tf.tidy(() => tf.oneHot(tf.fill([x.shape[0]], cls, 'int32') as tf.Tensor1D, classes).toFloat() as tf.Tensor2D),
+    predict: async (x) => tf.tidy(() => tf.oneHot(tf.fill([x.shape[0]], cls, 'int32') as tf.Tensor1D, classes).toFloat() as tf.Tensor2D),
     dispose() {},
   };
 }

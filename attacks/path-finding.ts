@@ -308,9 +308,9 @@ function boxImitation(boxes: LeafBox[], fallback: number, classes: number, d: nu
   return {
     boxes,
     complete,
-    predict(xt) {
+    async predict(xt) {
       const n = xt.shape[0];
-      const x = Float64Array.from(xt.dataSync());
+      const x = Float64Array.from(await xt.data());
       if (x.length !== n * d) throw new RangeError(`path-finding imitation: rows of ${x.length / n} values, expected ${d}`);
       const scores = new Float32Array(n * classes);
       for (let r = 0; r < n; r++) {

@@ -47,7 +47,7 @@ const LINEAR: ReadonlySet<TargetFamily> = new Set(['linear-svm', 'logreg']);
 /** A model of the attacker's: decisions for rows of float32 values, and a way to become the imitation. */
 export interface Model {
   /** Each row's class, and its margin: how far the winning score is ahead of the runner-up. */
-  decide(x: Float32Array, n: number): { labels: Int32Array; margin: Float64Array };
+  decide(x: Float32Array, n: number): Promise<{ labels: Int32Array; margin: Float64Array }>;
   imitation(): Imitation;
   dispose(): void;
 }
@@ -56,7 +56,7 @@ function linearModel(p: LinearSvmParams): Model {
   const k = p.classes;
   const d = p.features;
   return {
-    decide(x, n) {
+    async decide(x, n) {
       const scores = linearScores(p, x, n);
       const s = p.b.length;
       const labels = linearDecisions(p, x, n);
@@ -65,9 +65,9 @@ function linearModel(p: LinearSvmParams): Model {
       return { labels, margin };
     },
     imitation: () => ({
-      predict(x) {
+      async predict(x) {
         const n = x.shape[0];
-        const data = x.dataSync();
+        const data = await x.data();
         if (data.length !== n * d) throw new RangeError(`retrained linear model: rows of ${data.length / n} values, it has ${d} weights`);
         // The float64 decision as a one-hot row: float32 scores could round two close ones into a tie.
         const out = new Float32Array(n * k);
@@ -82,12 +82,12 @@ function linearModel(p: LinearSvmParams): Model {
 
 function studentModel(model: tf.LayersModel, inputShape: [number, number, number]): Model {
   return {
-    decide(x, n) {
+    async decide(x, n) {
       const input = tf.tensor(x, [n, ...inputShape]);
       const probs = predictBatched((b) => model.predict(b) as tf.Tensor2D, input, 512);
       input.dispose();
       const k = probs.shape[1];
-      const data = probs.dataSync();
+      const data = await probs.data();
       probs.dispose();
       const labels = new Int32Array(n);
       const margin = new Float64Array(n);
@@ -125,8 +125,8 @@ export function roundSizes(m: number, rounds: number): number[] {
 }
 
 /** The k rows of the pool not yet asked about with the smallest margins (ties to the lower index); marks them asked. */
-export function leastCertain(model: Model, pool: Float32Array, poolN: number, d: number, k: number, asked: Uint8Array): Float32Array {
-  const { margin } = model.decide(pool, poolN);
+export async function leastCertain(model: Model, pool: Float32Array, poolN: number, d: number, k: number, asked: Uint8Array): Promise<Float32Array> {
+  const { margin } = await model.decide(pool, poolN);
   const free = Array.from({ length: poolN }, (_, i) => i).filter((i) => !asked[i]);
   free.sort((a, b) => margin[a] - margin[b] || a - b);
   const picked = free.slice(0, k);
@@ -143,8 +143,8 @@ export function leastCertain(model: Model, pool: Float32Array, poolN: number, d:
  * and a bisection along their segment to where its decision leaves the first row's class.
  * Undefined when the model gives every pool row one class (no segment crosses its boundary).
  */
-export function boundaryPoints(model: Model, pool: Float32Array, poolN: number, d: number, k: number, random: () => number, steps: number): Float32Array | undefined {
-  const { labels } = model.decide(pool, poolN);
+export async function boundaryPoints(model: Model, pool: Float32Array, poolN: number, d: number, k: number, random: () => number, steps: number): Promise<Float32Array | undefined> {
+  const { labels } = await model.decide(pool, poolN);
   const byClass = new Map<number, number[]>();
   labels.forEach((c, i) => (byClass.get(c) ?? byClass.set(c, []).get(c)!).push(i));
   if (byClass.size < 2) return undefined;
@@ -177,7 +177,7 @@ export function boundaryPoints(model: Model, pool: Float32Array, poolN: number, 
   };
   for (let s = 0; s < steps; s++) {
     fill((j) => (lo[j] + hi[j]) / 2);
-    const got = model.decide(x, k).labels;
+    const got = (await model.decide(x, k)).labels;
     for (let j = 0; j < k; j++) {
       const mid = (lo[j] + hi[j]) / 2;
       if (got[j] === labels[a[j]]) lo[j] = mid;
@@ -254,10 +254,10 @@ export function makeRetraining(name: string, opts: RetrainingOptions): Attack {
         for (const k of sizes.slice(1)) {
           const fromPool = strategy === 'uncertainty' ? k : strategy === 'mixed' ? Math.floor(k / 2) : 0;
           const parts: Float32Array[] = [];
-          if (fromPool > 0) parts.push(leastCertain(model, ctx.pool.x, ctx.pool.n, d, fromPool, asked));
+          if (fromPool > 0) parts.push(await leastCertain(model, ctx.pool.x, ctx.pool.n, d, fromPool, asked));
           let rest = k - (parts[0]?.length ?? 0) / d;
           if (rest > 0) {
-            const onBoundary = boundaryPoints(model, ctx.pool.x, ctx.pool.n, d, rest, random, bisections);
+            const onBoundary = await boundaryPoints(model, ctx.pool.x, ctx.pool.n, d, rest, random, bisections);
             if (onBoundary) {
               parts.push(onBoundary);
               rest = 0;

@@ -7,11 +7,12 @@ import { accuracy, agreement, argmaxRows, rhoClassification } from './metric.ts'
 const BATCH = 1000;
 
 /** The predicted class of every row of a split, in batches (no tensor outlives its batch). */
-export async function predictClasses(predict: (x: tf.Tensor) => tf.Tensor2D, split: Split, shape: [number, number, number]): Promise<Int32Array> {
+export async function predictClasses(predict: (x: tf.Tensor) => Promise<tf.Tensor2D>, split: Split, shape: [number, number, number]): Promise<Int32Array> {
   const out = new Int32Array(split.n);
   for (let start = 0; start < split.n; start += BATCH) {
     const end = Math.min(split.n, start + BATCH);
-    const scores = tf.tidy(() => predict(toTensor(split, shape, start, end)));
+    const x = toTensor(split, shape, start, end);
+    const scores = await predict(x).finally(() => x.dispose());
     const data = await scores.data();
     scores.dispose();
     out.set(argmaxRows(data, scores.shape[1]), start);

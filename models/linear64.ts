@@ -72,10 +72,10 @@ export function binaryLogits(z: Float64Array): Float64Array {
  * A tensor-in, tensor-out predictProba built on a float64 one: the float64 answer rounded to
  * float32, so the two never disagree beyond that rounding.
  */
-export function float32Proba(proba64: (x: Float64Array, n: number) => Float64Array, classes: number): (x: tf.Tensor) => tf.Tensor2D {
-  return (x) => {
+export function float32Proba(proba64: (x: Float64Array, n: number) => Float64Array, classes: number): (x: tf.Tensor) => Promise<tf.Tensor2D> {
+  return async (x) => {
     const n = x.shape[0];
-    const p = proba64(Float64Array.from(x.dataSync()), n);
+    const p = proba64(Float64Array.from(await x.data()), n);
     return tf.tensor2d(Float32Array.from(p), [n, classes]);
   };
 }

@@ -112,7 +112,7 @@ export function predictBatched(fn: (x: tf.Tensor) => tf.Tensor2D, x: tf.Tensor, 
 /** A logit model as an Imitation: predict gives softmax probabilities; dispose frees the model. */
 export function asImitation(model: tf.LayersModel, batchSize = 512): Imitation {
   return {
-    predict: (x) => predictBatched((b) => tf.softmax(model.predict(b) as tf.Tensor2D), x, batchSize),
+    predict: async (x) => predictBatched((b) => tf.softmax(model.predict(b) as tf.Tensor2D), x, batchSize),
     dispose: () => model.dispose(),
   };
 }

@@ -48,8 +48,12 @@ export interface Target {
   task?: TaskName;
   /** Accuracy on the dataset's eval split (labels mapped by the task), measured when trained (or loaded). */
   testAccuracy: number;
-  /** x: [n, ...inputShape] in [0,1]. Returns [n, classes], rows summing to 1. Caller disposes both. */
-  predictProba(x: tf.Tensor): tf.Tensor2D;
+  /**
+   * x: [n, ...inputShape] in [0,1]. Resolves to [n, classes], rows summing to 1. Caller disposes
+   * both. Asynchronous because some families compute off the tfjs backend (in float64, or in
+   * libsvm's coupling), and x may live on a GPU, where only an asynchronous read exists in Node.
+   */
+  predictProba(x: tf.Tensor): Promise<tf.Tensor2D>;
   /**
    * The same probabilities computed in float64 on n flattened rows (n × classes, row-major).
    * Families whose parameters exact attacks recover (logreg, mlp, tree, linear-svm) have it, and
@@ -66,7 +70,7 @@ export interface Target {
 
 /** What an attack returns: anything that predicts. */
 export interface Imitation {
-  /** x: [n, ...inputShape]. Returns [n, classes] scores whose argmax is the predicted class. */
-  predict(x: tf.Tensor): tf.Tensor2D;
+  /** x: [n, ...inputShape]. Resolves to [n, classes] scores whose argmax is the predicted class (asynchronous as Target.predictProba is). */
+  predict(x: tf.Tensor): Promise<tf.Tensor2D>;
   dispose(): void;
 }

@@ -26,15 +26,26 @@ export function rowProblem(target: Target, x: Float64Array, n: number): string |
   return undefined;
 }
 
+/** The target's probabilities for x, shaped by the disclosure; the caller disposes x and the answer. */
+export async function answerTensor(target: Target, x: tf.Tensor, d: Disclosure): Promise<tf.Tensor2D> {
+  const probs = await target.predictProba(x);
+  try {
+    return disclose(probs, d);
+  } finally {
+    probs.dispose();
+  }
+}
+
 /**
  * Answers for float64 rows, shaped by the disclosure: in float64 where the target computes so,
  * else its float32 probabilities widened. Rows must already have passed rowProblem.
  */
-export function answerRows64(target: Target, x: Float64Array, n: number, d: Disclosure): Answers64 {
+export async function answerRows64(target: Target, x: Float64Array, n: number, d: Disclosure): Promise<Answers64> {
   if (!target.predictProba64) {
     // The float32 path as `query` takes it, widened: both methods then answer a row alike.
-    const t = tf.tidy(() => disclose(target.predictProba(tf.tensor(Float32Array.from(x), [n, ...target.inputShape])), d));
-    const y = Float64Array.from(t.dataSync());
+    const rows = tf.tensor(Float32Array.from(x), [n, ...target.inputShape]);
+    const t = await answerTensor(target, rows, d).finally(() => rows.dispose());
+    const y = Float64Array.from(await t.data());
     t.dispose();
     return { y };
   }
@@ -66,8 +77,8 @@ export class InProcessOracle implements Oracle {
   }
 
   /**
-   * Nothing in here awaits, so the budget check and the count happen together even when an
-   * attack sends several queries at once: concurrent calls cannot both slip under the budget.
+   * The rows are counted in the same synchronous step as the budget check, before anything
+   * awaits, so concurrent calls cannot both slip under the budget; a failed answer gives them back.
    */
   async query(x: tf.Tensor): Promise<tf.Tensor2D> {
     const want = this.target.inputShape;
@@ -77,25 +88,25 @@ export class InProcessOracle implements Oracle {
     }
     const n = x.shape[0];
     if (n === 0) throw new RangeError(`oracle for target ${this.target.id}: empty query (0 rows)`);
-    if (this.used + n > this.budget) throw new BudgetExceeded(n, this.budget - this.used);
-    const probs = this.target.predictProba(x);
-    try {
-      const answer = disclose(probs, this.disclosure);
-      this.used += n;
-      this.queries++;
-      return answer;
-    } finally {
-      probs.dispose();
-    }
+    return this.held(n, () => answerTensor(this.target, x, this.disclosure));
   }
 
   async query64(x: Float64Array, n: number): Promise<Answers64> {
     const problem = rowProblem(this.target, x, n);
     if (problem) throw new RangeError(`oracle for target ${this.target.id}: ${problem}`);
+    return this.held(n, () => answerRows64(this.target, x, n, this.disclosure));
+  }
+
+  private async held<T>(n: number, answer: () => Promise<T>): Promise<T> {
     if (this.used + n > this.budget) throw new BudgetExceeded(n, this.budget - this.used);
-    const answer = answerRows64(this.target, x, n, this.disclosure);
     this.used += n;
-    this.queries++;
-    return answer;
+    try {
+      const out = await answer();
+      this.queries++;
+      return out;
+    } catch (err) {
+      this.used -= n;
+      throw err;
+    }
   }
 }

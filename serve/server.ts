@@ -4,8 +4,8 @@ import { defaultCacheDir, loadDataset } from '../datasets/index.ts';
 import { getTarget } from '../models/targets/index.ts';
 import type { Target } from '../models/types.ts';
 import type { ServeConfig } from './config.ts';
-import { describeDisclosure, disclose } from './disclosure.ts';
-import { answerRows64 } from './oracle.ts';
+import { describeDisclosure } from './disclosure.ts';
+import { answerRows64, answerTensor } from './oracle.ts';
 import { allowsModel, bearerToken, KeyRing, type ApiKey } from './keys.ts';
 import { Ledger } from './ledger.ts';
 import { TokenBucket } from './rate-limit.ts';
@@ -191,10 +191,10 @@ export async function startServer(config: ServeConfig, opts: ServerOptions = {})
       let values: Float32Array | Float64Array;
       let leaves: Int32Array | undefined;
       if (batch.data instanceof Float64Array) {
-        ({ y: values, leaves } = answerRows64(target, batch.data, batch.rows, key.disclosure));
+        ({ y: values, leaves } = await answerRows64(target, batch.data, batch.rows, key.disclosure));
       } else {
-        const rows = batch.data;
-        const answer = tf.tidy(() => disclose(target.predictProba(tf.tensor(rows, [batch.rows, ...target.inputShape])), key.disclosure));
+        const rows = tf.tensor(batch.data, [batch.rows, ...target.inputShape]);
+        const answer = await answerTensor(target, rows, key.disclosure).finally(() => rows.dispose());
         try {
           values = (await answer.data()) as Float32Array;
         } finally {

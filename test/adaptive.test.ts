@@ -194,11 +194,13 @@ test('no NaN against naive Bayes and an RBF SVM, under probs, rounded1 and label
       const baseline = await untrainedRho(target);
       // The test is only worth its name if the answers really hold exact zeros: naive Bayes's own
       // probabilities do (and whole one-hot rows), the SVM's once rounded to one decimal.
+      const x = toTensor(mnistPool, shape, 0, 200);
+      const p = await target.predictProba(x);
       const [raw, rounded] = tf.tidy(() => {
-        const p = target.predictProba(toTensor(mnistPool, shape, 0, 200));
         const zerosIn = (t: tf.Tensor) => tf.sum(tf.cast(tf.equal(t, 0), 'float32')).dataSync()[0];
         return [zerosIn(p), zerosIn(tf.round(tf.mul(p, 10)))];
       });
+      tf.dispose([x, p]);
       if (target.family === 'naive-bayes') assert.ok(raw > 200, `naive Bayes probabilities hold ${raw} exact zeros`);
       assert.ok(rounded > 200, `${target.id}: rounded1 answers hold ${rounded} exact zeros`);
       for (const d of [{ kind: 'probs' }, { kind: 'rounded', decimals: 1 }, { kind: 'label' }] as Disclosure[]) {

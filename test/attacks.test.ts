@@ -18,8 +18,7 @@ import { buildStudent } from '../models/students.ts';
 import { getTarget } from '../models/targets/index.ts';
 import { asImitation } from '../models/train.ts';
 import type { Target } from '../models/types.ts';
-import { disclose } from '../serve/disclosure.ts';
-import { InProcessOracle } from '../serve/oracle.ts';
+import { InProcessOracle, answerTensor } from '../serve/oracle.ts';
 import type { Disclosure } from '../serve/types.ts';
 import { rejection, smallMnist, TEST_CACHE } from './helpers.ts';
 
@@ -82,7 +81,7 @@ test('the transfer set: distinct seeded pool rows, batched, answers as the API g
   assert.is(new Set(indices).size, 600);
   const expected = toTensor(subset(pool, indices), shape);
   assert.ok(tf.tidy(() => tf.all(tf.equal(x, expected)).dataSync()[0] === 1), 'the rows of the seeded sample, in order');
-  const answers = tf.tidy(() => disclose(target.predictProba(x), { kind: 'label' }));
+  const answers = await answerTensor(target, x, { kind: 'label' });
   assert.equal(y.arraySync(), answers.arraySync());
   tf.dispose([first, x, y, expected, answers]);
 });
@@ -104,13 +103,14 @@ test('scoreImitation: batched over 2,000 rows, matches a direct count, leaks not
   assert.is(self.studentAccuracy, self.targetAccuracy);
 
   // Independent path: the target on the whole split at once, counted by hand.
-  const probs = tf.tidy(() => target.predictProba(toTensor(pool, shape)));
+  const all = toTensor(pool, shape);
+  const probs = await target.predictProba(all);
   const classes = tf.argMax(probs, 1);
   const predicted = Array.from(await classes.data());
-  tf.dispose([probs, classes]);
+  tf.dispose([all, probs, classes]);
   const threes = predicted.filter((c) => c === 3).length / pool.n;
   const right = predicted.filter((c, i) => c === pool.y[i]).length / pool.n;
-  const alwaysThree = { predict: (x: tf.Tensor) => tf.oneHot(tf.fill([x.shape[0]], 3, 'int32') as tf.Tensor1D, 10).toFloat() as tf.Tensor2D, dispose: () => {} };
+  const alwaysThree = { predict: async (x: tf.Tensor) => tf.tidy(() => tf.oneHot(tf.fill([x.shape[0]], 3, 'int32') as tf.Tensor1D, 10).toFloat() as tf.Tensor2D), dispose: () => {} };
   const constant = await scoreImitation(alwaysThree, target, pool, shape);
   assert.ok(Math.abs(constant.agreement - threes) < 1e-12, `${constant.agreement} vs ${threes}`);
   assert.ok(Math.abs(constant.rho - (1 - threes)) < 1e-12);

@@ -113,7 +113,7 @@ test('logreg targets: float64 weights, float32 answers are the float64 ones roun
   assert.equal(Array.from(logregParamsOf(again)!.W), Array.from(p.W));
   const x = toTensor(ds.split('eval'), shape, 0, 20);
   const p64 = binary.predictProba64!(Float64Array.from(x.dataSync()), 20);
-  const p32 = binary.predictProba(x);
+  const p32 = await binary.predictProba(x);
   assert.equal(Array.from(p32.dataSync()), Array.from(Float32Array.from(p64)));
   for (let r = 0; r < 20; r++) assert.ok(Math.abs(p64[2 * r] + p64[2 * r + 1] - 1) < 1e-15);
   tf.dispose([x, p32]);

@@ -92,7 +92,7 @@ test('linear SVM target: sign(w·x + b) in float64, one-hot answers, cached bit 
   const x64 = Float64Array.from(ev.x.subarray(0, n * D));
   const probs64 = svm.predictProba64!(x64, n);
   const t = tf.tensor(ev.x.subarray(0, n * D), [n, ...shape]);
-  const probs32 = svm.predictProba(t);
+  const probs32 = await svm.predictProba(t);
   const p32 = probs32.dataSync();
   tf.dispose([t, probs32]);
   let positives = 0;

@@ -56,13 +56,15 @@ test('fit: class means and variances, smoothing = varSmoothing × the largest fe
 });
 
 for (const varSmoothing of [0.1, 1e-9]) {
-  test(`predictProba equals a float64 evaluation of the density (varSmoothing ${varSmoothing})`, () => {
+  test(`predictProba equals a float64 evaluation of the density (varSmoothing ${varSmoothing})`, async () => {
     // 1e-9 is scikit-learn's default: 1/σ² reaches ~1e10 on border pixels, where float32 shortcuts fall apart.
     const p = fitNaiveBayes(ds.split('train'), 10, varSmoothing);
     const target = naiveBayesTarget('nb', p, shape);
     const ev = ds.split('eval');
     const x = toTensor(ev, shape, 0, 20);
-    const probs = target.predictProba(x).arraySync();
+    const answer = await target.predictProba(x);
+    const probs = answer.arraySync();
+    answer.dispose();
     for (let r = 0; r < 20; r++) {
       const want = referencePosterior(p, ev.x, r);
       const worst = Math.max(...want.map((w, c) => Math.abs(w - probs[r][c])));
@@ -80,7 +82,7 @@ test('accuracy well above chance; rows sum to 1; no tensor leaks', async () => {
   const ev = ds.split('eval');
   const x = toTensor(ev, shape);
   const during = tf.memory().numTensors;
-  const probs = target.predictProba(x);
+  const probs = await target.predictProba(x);
   assert.is(tf.memory().numTensors, during + 1, 'predictProba leaves only its answer');
   assert.equal(probs.shape, [ev.n, 10]);
   const values = await probs.data();
@@ -102,12 +104,14 @@ test('accuracy well above chance; rows sum to 1; no tensor leaks', async () => {
   assert.is(tf.memory().numTensors, before, 'dispose frees the weights');
 });
 
-test('a class absent from the training rows gets probability 0, and nothing is NaN', () => {
+test('a class absent from the training rows gets probability 0, and nothing is NaN', async () => {
   const train = ds.split('train');
   const without7: Split = subset(train, Int32Array.from({ length: train.n }, (_, i) => i).filter((i) => train.y[i] !== 7));
   const target = naiveBayesTarget('nb', fitNaiveBayes(without7, 10, 0.1), shape);
   const x = toTensor(ds.split('eval'), shape, 0, 100);
-  const probs = target.predictProba(x).arraySync();
+  const answer = await target.predictProba(x);
+  const probs = answer.arraySync();
+  answer.dispose();
   for (const row of probs) {
     assert.is(row[7], 0);
     assert.ok(row.every(Number.isFinite));

@@ -121,7 +121,7 @@ function linearTarget(): Target {
   const b = tf.tensor1d([-1, 1, 0]);
   return {
     id: 'lin', family: 'cnn', inputShape: [2, 2, 1], classes: 3, testAccuracy: NaN,
-    predictProba: (x) => tf.tidy(() => tf.softmax(tf.add(tf.matMul(tf.sum(x.reshape([x.shape[0], 4]), 1, true), w), b)) as tf.Tensor2D),
+    predictProba: async (x) => tf.tidy(() => tf.softmax(tf.add(tf.matMul(tf.sum(x.reshape([x.shape[0], 4]), 1, true), w), b)) as tf.Tensor2D),
     dispose: () => tf.dispose([w, b]),
   };
 }
@@ -147,7 +147,7 @@ test('the oracle answers disclose(predictProba(x))', async () => {
     const oracle = new InProcessOracle(target, 100, d);
     const got = await ask(oracle, 9);
     const x = batch(9);
-    const probs = target.predictProba(x);
+    const probs = await target.predictProba(x);
     const want = disclose(probs, d);
     assert.equal(got, want.arraySync(), describeDisclosure(d));
     tf.dispose([x, probs, want]);

@@ -82,7 +82,7 @@ test('asImitation: batched softmax equals the one-shot one, rows sum to 1, no le
   const x = toTensor(ds.split('eval'), shape, 0, 70);
   const before = tf.memory().numTensors;
   const imitation = asImitation(model, 16); // 70 rows: 5 batches, the last one short
-  const batched = imitation.predict(x);
+  const batched = await imitation.predict(x);
   const whole = tf.tidy(() => tf.softmax(model.predict(x) as tf.Tensor2D));
   assert.equal(batched.shape, [70, 10]);
   const b = batched.dataSync();

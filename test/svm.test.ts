@@ -23,12 +23,14 @@ test.before(async () => {
 
 test.after(() => svm.free());
 
-test('tfjs probabilities equal libsvm\'s own predictProbability, and the labels agree', () => {
+test('tfjs probabilities equal libsvm\'s own predictProbability, and the labels agree', async () => {
   const target = svmTarget('svm', params, shape);
   const ev = ds.split('eval');
   const reference = svm.predictProbability(ev.x, 30);
   const x = toTensor(ev, shape, 0, 30);
-  const ours = target.predictProba(x).arraySync();
+  const answer = await target.predictProba(x);
+  const ours = answer.arraySync();
+  answer.dispose();
   let worst = 0;
   for (let r = 0; r < 30; r++) {
     assert.is(reference[r].estimates.length, 10);
@@ -46,7 +48,7 @@ test('accuracy above 85% on 1,000 eval rows; rows sum to 1; no tensor leaks', as
   const ev = ds.split('eval');
   const x = toTensor(ev, shape);
   const during = tf.memory().numTensors;
-  const probs = target.predictProba(x);
+  const probs = await target.predictProba(x);
   assert.is(tf.memory().numTensors, during + 1, 'predictProba leaves only its answer');
   const values = await probs.data();
   let right = 0;
@@ -80,7 +82,9 @@ test('libsvm on raw pixels (the path past PRECOMPUTED_MAX_ROWS) and on the kerne
   const a = svmTarget('raw', raw.params, shape);
   const ev = ds.split('eval');
   const x = toTensor(ev, shape, 0, 30);
-  const pa = a.predictProba(x).arraySync();
+  const answerA = await a.predictProba(x);
+  const pa = answerA.arraySync();
+  answerA.dispose();
   const reference = raw.reference.predictProbability(ev.x, 30);
   let worstRef = 0;
   for (let r = 0; r < 30; r++) {

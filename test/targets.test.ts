@@ -34,13 +34,13 @@ test.after(() => {
 });
 
 /** Probabilities on the first n eval rows, as plain numbers; checks the contract on the way. */
-function probe(target: LoadedTarget, n = 50): Float32Array {
+async function probe(target: LoadedTarget, n = 50): Promise<Float32Array> {
   const x = toTensor(ds.split('eval'), shape, 0, n);
   const before = tf.memory().numTensors;
-  const p = target.predictProba(x);
+  const p = await target.predictProba(x);
   assert.is(tf.memory().numTensors, before + 1, `${target.family}: predictProba leaves only its answer`);
   assert.equal(p.shape, [n, 10]);
-  const values = p.dataSync() as Float32Array;
+  const values = (await p.data()) as Float32Array;
   for (let r = 0; r < n; r++) {
     const row = values.subarray(r * 10, r * 10 + 10);
     assert.ok(row.every((v) => Number.isFinite(v) && v >= 0), `${target.family}: row ${r} finite, non-negative`);
@@ -64,7 +64,7 @@ test('cnn: cnn-small on 2,000 rows beats 85%, and the cache gives the same model
   assert.ok(logs.some((m) => /loaded cnn from cache/.test(m)), logs.join('\n'));
   assert.is(b.arch, 'cnn-small');
   assert.is(b.testAccuracy, a.testAccuracy);
-  assert.equal(Array.from(probe(b)), Array.from(probe(a)));
+  assert.equal(Array.from(await probe(b)), Array.from(await probe(a)));
   const before = tf.memory().numTensors;
   a.dispose();
   b.dispose();
@@ -83,7 +83,7 @@ test('cnn: a truncated weights file is retrained, not trusted', async () => {
   assert.is(again.fromCache, false);
   assert.ok(logs.some((m) => /damaged/.test(m)), logs.join('\n'));
   // Same seed, same rows: the retrained model is the one first trained.
-  assert.equal(Array.from(probe(again)), Array.from(probe(first)));
+  assert.equal(Array.from(await probe(again)), Array.from(await probe(first)));
   const third = await getTarget(spec, ds, { cacheDir, log });
   assert.is(third.fromCache, true, 'the retrained entry replaced the damaged one');
   [first, again, third].forEach((t) => t.dispose());
@@ -110,7 +110,7 @@ test('svm: the cache gives the same model back, accuracy included', async () => 
   assert.equal([a.fromCache, b.fromCache], [false, true]);
   assert.ok(a.testAccuracy > 0.7, `accuracy ${a.testAccuracy}`);
   assert.is(b.testAccuracy, a.testAccuracy);
-  assert.equal(Array.from(probe(b)), Array.from(probe(a)));
+  assert.equal(Array.from(await probe(b)), Array.from(await probe(a)));
   assert.equal(readdirSync(join(cacheDir, 'targets', entries(cacheDir)[0])).sort(), ['entry.json', 'sv.bin']);
   a.dispose();
   b.dispose();
@@ -150,7 +150,7 @@ test('cache: damaged entries are retrained, then loaded again', async () => {
     ['missing file', (dir) => rmSync(join(dir, 'priors.bin'))],
   ];
   const first = await getTarget(nbSpec, ds, { cacheDir });
-  const reference = probe(first);
+  const reference = await probe(first);
   first.dispose();
   const dir = join(cacheDir, 'targets', entries(cacheDir)[0]);
   for (const [what, spoil] of damage) {
@@ -159,7 +159,7 @@ test('cache: damaged entries are retrained, then loaded again', async () => {
     const t = await getTarget(nbSpec, ds, { cacheDir, log: (m) => logs.push(m) });
     assert.is(t.fromCache, false, what);
     assert.ok(logs.some((m) => /damaged|unusable/.test(m)), `${what}: ${logs.join('\n')}`);
-    assert.equal(Array.from(probe(t)), Array.from(reference), what);
+    assert.equal(Array.from(await probe(t)), Array.from(reference), what);
     t.dispose();
     const u = await getTarget(nbSpec, ds, { cacheDir });
     assert.is(u.fromCache, true, `${what}: the entry was rewritten`);

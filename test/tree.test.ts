@@ -83,7 +83,7 @@ const frequencies = (t: TreeModel, node: number) => {
   return c.map((v) => v / total);
 };
 
-test('the tree target: a CART tree on real MNIST, leaf ids on the path predictProba64 takes, float32 = float64 rounded', () => {
+test('the tree target: a CART tree on real MNIST, leaf ids on the path predictProba64 takes, float32 = float64 rounded', async () => {
   console.log(`    tree (${SPEC.trainSize} rows, maxDepth ${SPEC.maxDepth}): ${nodeCount(tree)} nodes, ${leafCount(tree)} leaves, eval accuracy ${target.testAccuracy.toFixed(3)}`);
   assert.ok(leafCount(tree) >= 20, 'a tree of some size');
   assert.is(nodeCount(tree), 2 * leafCount(tree) - 1, 'binary: every internal node has two children');
@@ -105,7 +105,7 @@ test('the tree target: a CART tree on real MNIST, leaf ids on the path predictPr
   }
   assert.ok(used.size > 5, 'rows reach many leaves');
   const t32 = tf.tensor4d(Float32Array.from(x), [n, ...shape]);
-  const q = target.predictProba(t32);
+  const q = await target.predictProba(t32);
   assert.equal(Array.from(q.dataSync()), Array.from(Float32Array.from(p)));
   tf.dispose([t32, q]);
 });

@@ -44,7 +44,7 @@ export function cnnTarget(id: string, arch: StudentArch, model: tf.LayersModel, 
     inputShape,
     classes,
     testAccuracy,
-    predictProba: (x) => predictBatched((b) => tf.softmax(model.predict(b) as tf.Tensor2D), x),
+    predictProba: async (x) => predictBatched((b) => tf.softmax(model.predict(b) as tf.Tensor2D), x),
     dispose: () => model.dispose(),
   };
 }

@@ -94,10 +94,10 @@ export async function fitLogreg(data: Split, classes: number, opts: { l2: number
       if (step % 10 === 9) await new Promise<void>((resolve) => setImmediate(resolve));
     }
     // Kernel is d × rows; the float64 layout is rows × d.
-    const kernel = W.dataSync();
+    const kernel = await W.data();
     const Wout = new Float64Array(rows * d);
     for (let f = 0; f < d; f++) for (let o = 0; o < rows; o++) Wout[o * d + f] = kernel[f * rows + o];
-    const params = { classes, features: d, W: Wout, b: Float64Array.from(b.dataSync()) };
+    const params = { classes, features: d, W: Wout, b: Float64Array.from(await b.data()) };
     if (!Wout.every(Number.isFinite) || !params.b.every(Number.isFinite)) throw new Error('logreg: training diverged (a weight is not finite); lower lr');
     return params;
   } finally {

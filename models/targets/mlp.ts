@@ -95,9 +95,9 @@ export function buildMlp(features: number, hidden: number[], classes: number): t
 }
 
 /** A dense model's weights as float64, each kernel (in × out in tfjs) transposed to out × in. */
-export function mlpParamsFrom(model: tf.LayersModel, features: number, hidden: number[], classes: number): MlpParams {
+export async function mlpParamsFrom(model: tf.LayersModel, features: number, hidden: number[], classes: number): Promise<MlpParams> {
   const w = [features, ...hidden, classes];
-  const values = model.getWeights().map((t) => t.dataSync());
+  const values = await Promise.all(model.getWeights().map((t) => t.data()));
   if (values.length !== 2 * (w.length - 1)) throw new Error(`mlp: model has ${values.length} weight tensors, expected ${2 * (w.length - 1)}`);
   const W: Float64Array[] = [];
   const b: Float64Array[] = [];

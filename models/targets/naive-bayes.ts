@@ -117,7 +117,7 @@ export function naiveBayesTarget(id: string, p: NaiveBayesParams, inputShape: [n
     inputShape,
     classes,
     testAccuracy,
-    predictProba: (x) =>
+    predictProba: async (x) =>
       predictBatched((batch) => {
         // Shift by the row's max (exp ≤ 1, at least one term is 1), then divide: exp(l − logSumExp)
         // would carry float32's error in the log into every entry, and rows would miss 1 by 1e-5.

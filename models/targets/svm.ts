@@ -165,7 +165,7 @@ function rbfKernel(a: tf.Tensor2D, b: tf.Tensor2D, gamma: number): tf.Tensor2D {
 }
 
 /** libsvm's precomputed-kernel input: row i is [i + 1, K(x_i, x_1), …, K(x_i, x_n)], 1-based serials. */
-function kernelRows(data: Split, gamma: number): Float64Array[] {
+async function kernelRows(data: Split, gamma: number): Promise<Float64Array[]> {
   const n = data.n;
   const d = data.x.length / n;
   const all = new Float64Array(n * (n + 1));
@@ -174,7 +174,7 @@ function kernelRows(data: Split, gamma: number): Float64Array[] {
     for (let start = 0; start < n; start += 512) {
       const end = Math.min(n, start + 512);
       const block = tf.tidy(() => rbfKernel(x.slice(start, end - start), x, gamma));
-      const values = block.dataSync();
+      const values = await block.data();
       block.dispose();
       for (let i = start; i < end; i++) {
         all[i * (n + 1)] = i + 1;
@@ -210,7 +210,7 @@ export async function fitSvm(
   const d = data.x.length / data.n;
   const precomputed = data.n <= precomputedMaxRows;
   const rows = precomputed
-    ? kernelRows(data, gamma)
+    ? await kernelRows(data, gamma)
     : Array.from({ length: data.n }, (_, r) => Array.from(data.x.subarray(r * d, (r + 1) * d)));
   const svm = new SVM({
     kernel: precomputed ? SVM.KERNEL_TYPES.PRECOMPUTED : SVM.KERNEL_TYPES.RBF,
@@ -351,10 +351,10 @@ export function svmTarget(id: string, p: SvmParams, inputShape: [number, number,
   const out = new Float64Array(k);
   const Q = new Float64Array(k * k);
   const Qp = new Float64Array(k);
-  const predictProba = (x: tf.Tensor): tf.Tensor2D => {
+  const predictProba = async (x: tf.Tensor): Promise<tf.Tensor2D> => {
     const n = x.shape[0];
     const dec = decisionValues(x);
-    const values = dec.dataSync();
+    const values = await dec.data();
     dec.dispose();
     const probs = new Float32Array(n * p.classes);
     for (let row = 0; row < n; row++) {
