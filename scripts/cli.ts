@@ -83,13 +83,20 @@ interface SweepFlags {
   json?: boolean;
 }
 
-/** Presets that name an experiment (learning services) run it instead of a targets × attacks grid. */
+/**
+ * Presets that name an experiment (learning services) run it instead of a targets × attacks grid.
+ * Experiments compute in float64 JavaScript without tfjs (test/experiments.test.ts checks their
+ * imports), so --backend and --concurrency are accepted and unused: a nightly job can pass the
+ * same flags to every preset.
+ */
 async function experiment(path: string, json: unknown, flags: SweepFlags): Promise<number> {
-  const unused = (['budgets', 'backend', 'concurrency', 'transport', 'resume', 'shard', 'json'] as const).filter((f) => flags[f] !== undefined);
+  const unused = (['budgets', 'transport', 'resume', 'shard', 'json'] as const).filter((f) => flags[f] !== undefined);
   if (unused.length) throw new ConfigError(`${path} runs an experiment; --${unused.join(', --')} apply to sweeps only`);
   const config = parseExperimentConfig(json, basename(path), { seeds: flags.seeds });
   const log = (line: string) => console.error(`[${config.name}] ${line}`);
   log(`${config.experiment.name}: ${config.experiment.description}`);
+  const ignored = [flags.backend && `--backend ${flags.backend}`, flags.concurrency !== undefined && `--concurrency ${flags.concurrency}`].filter(Boolean);
+  if (ignored.length) log(`${ignored.join(' and ')} not used: experiments compute in float64 JavaScript, without tfjs`);
   let result;
   try {
     result = await runExperiment(config, { resultsDir: flags.results ?? join(REPO_ROOT, 'results'), runId: flags.runId, log });

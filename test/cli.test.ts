@@ -32,8 +32,9 @@ test('an experiment preset runs through sweep and writes its record; bad params 
   const path = join(dir, 'steal.json');
   const params = { learners: ['ridge', 'krr'], lambdas: [0.1, 10], seeds: [1], data: { regression: { n: 60, d: 4 }, classification: { n: 60, d: 3 } } };
   writeFileSync(path, JSON.stringify({ experiment: 'hyperparameter-stealing', name: 'steal-tiny', params }));
-  const r = rhobench('sweep', path, '--results', dir, '--run-id', 'steal');
+  const r = rhobench('sweep', path, '--results', dir, '--run-id', 'steal', '-b', 'webgpu', '-c', '2');
   assert.is(r.code, 0, r.err);
+  assert.match(r.err, /--backend webgpu and --concurrency 2 not used: experiments compute in float64 JavaScript/);
   assert.match(r.out, /ridge: median [0-9.e+-]+, max/);
   const record = JSON.parse(readFileSync(join(dir, 'steal', 'experiment.json'), 'utf8'));
   assert.is(record.status, 'finished');

@@ -111,4 +111,24 @@ test('rowsToCsv: union of columns, quoting', () => {
   assert.is(rowsToCsv([{ a: 1 }, { a: 'p,q', b: true }]), 'a,b\n1,\n"p,q",true\n');
 });
 
+test('experiments never load tfjs: no module they import reaches @tensorflow (so any --backend serves them)', async () => {
+  const root = new URL('../', import.meta.url);
+  const seen = new Set<string>();
+  const reached: string[] = [];
+  const visit = async (file: URL, from: string) => {
+    if (seen.has(file.href)) return;
+    seen.add(file.href);
+    const source = await readFile(file, 'utf8');
+    for (const m of source.matchAll(/^\s*import\s+(type\s+)?[^'"]*?['"]([^'"]+)['"]/gm)) {
+      const [, typeOnly, spec] = m;
+      if (typeOnly) continue;
+      if (spec.startsWith('@tensorflow/')) reached.push(`${from} → ${file.pathname.slice(root.pathname.length)} imports ${spec}`);
+      else if (spec.startsWith('.')) await visit(new URL(spec, file), `${from} → ${file.pathname.slice(root.pathname.length)}`);
+    }
+  };
+  await visit(new URL('bench/experiments/index.ts', root), 'experiments');
+  assert.ok(seen.size > 10, `followed ${seen.size} modules`);
+  assert.equal(reached, []);
+});
+
 test.run();

@@ -124,7 +124,7 @@ export async function fitMlp(data: Split, classes: number, spec: Pick<MlpSpec, '
   const y = tf.tidy(() => tf.oneHot(tf.tensor1d(Int32Array.from(data.y), 'int32'), classes).toFloat() as tf.Tensor2D);
   try {
     await fitSoft(model, x, y, { epochs: spec.epochs, batchSize: spec.batchSize, lr: spec.lr, seed: spec.seed });
-    return mlpParamsFrom(model, d, spec.hidden, classes);
+    return await mlpParamsFrom(model, d, spec.hidden, classes);
   } finally {
     tf.dispose([x, y]);
     model.dispose();

@@ -1,0 +1,79 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { ATTACKS } from '../attacks/index.ts';
+import { REPO_ROOT } from '../bench/manifest.ts';
+import type { CellResult } from '../bench/types.ts';
+import { probeDawn } from '../engine/webgpu/probe.ts';
+import { TARGET_FAMILIES, type TargetFamily } from '../models/types.ts';
+import { TEST_CACHE, haveWebgpu } from './helpers.ts';
+
+// Every family, small enough to train in seconds on a software adapter. A Record, so a new family
+// fails to type-check here until it is given a spec.
+const SPECS: Record<TargetFamily, object> = {
+  cnn: { id: 'cnn', family: 'cnn', arch: 'mlp', trainSize: 600, epochs: 1 },
+  svm: { id: 'svm', family: 'svm', trainSize: 300 },
+  'naive-bayes': { id: 'nb', family: 'naive-bayes', trainSize: 600 },
+  logreg: { id: 'lr', family: 'logreg', task: 'ge5', trainSize: 600, epochs: 20 },
+  mlp: { id: 'mlp', family: 'mlp', hidden: [8], trainSize: 600, epochs: 2 },
+  tree: { id: 'tree', family: 'tree', trainSize: 200, maxDepth: 3 },
+  'linear-svm': { id: 'lsvm', family: 'linear-svm', task: 'ge5', trainSize: 600 },
+};
+/** Attacks that need a family of their own (and its disclosure): run against every family. */
+const EXACT = ['equation-solving', 'lowd-meek', 'path-finding'];
+
+const grid = (name: string, targets: object[], attacks: string[]) => ({
+  name,
+  dataset: { name: 'mnist', trainSize: 600, poolSize: 800, evalSize: 300, seed: 3 },
+  targets,
+  attacks,
+  students: [{ arch: 'mlp', epochs: 1, batchSize: 32, lr: 0.003 }],
+  side: [
+    { name: 'same+probs+known', pool: 'same', disclosure: 'probs', architecture: 'known' },
+    { name: 'noise+leaf+known', pool: 'noise', disclosure: 'leaf', architecture: 'known' },
+  ],
+  budgets: [120],
+  seeds: [1],
+});
+
+/** rhobench sweep on webgpu in a child process (as a user runs it); its cells and manifest. */
+function sweepOnWebgpu(config: ReturnType<typeof grid>) {
+  const dir = mkdtempSync(join(tmpdir(), 'rho-webgpu-'));
+  const path = join(dir, `${config.name}.json`);
+  writeFileSync(path, JSON.stringify(config));
+  const r = spawnSync(process.execPath, [join(REPO_ROOT, 'scripts', 'rhobench.js'), 'sweep', path, '-b', 'webgpu', '-c', '1', '--results', dir, '--run-id', 'run'], {
+    encoding: 'utf8',
+    timeout: 600_000,
+    env: { ...process.env, RHOBENCH_CACHE: TEST_CACHE },
+  });
+  assert.is(r.status, 0, `${config.name}: exit ${r.status}\n${r.stderr.slice(-3000)}`);
+  const cells = readFileSync(join(dir, 'run', 'cells.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as CellResult);
+  const manifest = JSON.parse(readFileSync(join(dir, 'run', 'manifest.json'), 'utf8'));
+  return { cells, manifest };
+}
+
+test('every target family and every attack runs on webgpu: no cell fails, each family and attack answers somewhere', async () => {
+  if (!(await haveWebgpu('every family and attack through rhobench sweep'))) return;
+  const probe = await probeDawn();
+  const families = Object.values(SPECS);
+  // Every family against knockoff and the exact attacks, then the remaining attacks against one family.
+  const a = sweepOnWebgpu(grid('families', families, ['knockoff', ...EXACT]));
+  const b = sweepOnWebgpu(grid('attacks', [SPECS['naive-bayes']], Object.keys(ATTACKS).filter((n) => n !== 'knockoff' && !EXACT.includes(n))));
+  for (const { manifest } of [a, b]) {
+    assert.is(manifest.backend.name, 'webgpu');
+    assert.is(manifest.backend.gpu, probe.found && probe.hardware);
+  }
+  const cells = [...a.cells, ...b.cells];
+  const failed = cells.filter((c) => c.status === 'failed');
+  assert.equal(failed.map((c) => `${c.target} × ${c.attack} × ${c.side}: ${c.error}`), []);
+  const ok = cells.filter((c) => c.status === 'ok');
+  assert.ok(ok.every((c) => c.backend === 'webgpu' && c.rho! >= 0 && c.rho! <= 1));
+  const ids = Object.fromEntries(Object.entries(SPECS).map(([family, spec]) => [(spec as { id: string }).id, family]));
+  assert.equal([...new Set(ok.map((c) => ids[c.target]))].sort(), [...TARGET_FAMILIES].sort(), 'families that answered');
+  assert.equal([...new Set(ok.map((c) => c.attack))].sort(), Object.keys(ATTACKS).sort(), 'attacks that ran');
+});
+
+test.run();
