@@ -15,6 +15,13 @@ export const CONV_RELU_POOL_GRAD = 'RhobenchConvReluPoolGrad';
 /** Kernel: inputs {w, g, m, v}, attrs AdamStepAttrs → the updated w; m and v are updated in place. */
 export const ADAM_STEP = 'RhobenchAdamStep';
 
+/**
+ * Kernel: inputs {targets, logits} [rows, classes], attrs {temperature} → [loss (scalar), dlogits]:
+ * softCrossEntropy and its gradient (models/soft-loss.ts) in one kernel. Optional: the step uses
+ * tfjs ops where a backend lacks it.
+ */
+export const SOFT_CROSS_ENTROPY = 'RhobenchSoftCrossEntropy';
+
 /** The kernels the hand-derived Sequential step needs (models/sequential-step.ts). */
 export const STEP_KERNELS = [RELU_BIAS_GRAD, POOL_RELU_BIAS_GRAD, CONV_RELU_POOL, CONV_RELU_POOL_GRAD] as const;
 
@@ -28,7 +35,10 @@ export interface AdamStepAttrs {
   learningRate: number;
 }
 
-/** Whether CONV_RELU_POOL applies: its pooling must tile the convolution's output, channels a multiple of 4. */
-export function convReluPoolFits(outHeight: number, outWidth: number, channels: number): boolean {
-  return outHeight % 2 === 0 && outWidth % 2 === 0 && channels % 4 === 0;
+/**
+ * Whether CONV_RELU_POOL and POOL_RELU_BIAS_GRAD apply on `backend`: the 2×2 pooling must tile
+ * the convolution's output, and wasm's SIMD kernels take channels only in fours.
+ */
+export function convReluPoolFits(backend: string, outHeight: number, outWidth: number, channels: number): boolean {
+  return outHeight % 2 === 0 && outWidth % 2 === 0 && (backend !== 'wasm' || channels % 4 === 0);
 }

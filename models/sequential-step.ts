@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { CONV_RELU_POOL, CONV_RELU_POOL_GRAD, POOL_RELU_BIAS_GRAD, RELU_BIAS_GRAD, STEP_KERNELS, convReluPoolFits } from '../engine/kernel-names.ts';
+import { CONV_RELU_POOL, CONV_RELU_POOL_GRAD, POOL_RELU_BIAS_GRAD, RELU_BIAS_GRAD, SOFT_CROSS_ENTROPY, STEP_KERNELS, convReluPoolFits } from '../engine/kernel-names.ts';
 import { softCrossEntropy, softCrossEntropyGrad } from './soft-loss.ts';
 
 /**
@@ -9,8 +9,9 @@ import { softCrossEntropy, softCrossEntropyGrad } from './soft-loss.ts';
  * cloned for the backward pass) and a backward pass of one kernel per elementary op; here the
  * forward pass uses the fused convolution and matmul kernels (bias and ReLU inside), and the
  * backward pass fuses each ReLU's mask with its bias gradient — and, when a 2×2 max pooling
- * follows, with the pooling gradient too. Only for the 'wasm' backend, whose models/wasm-kernels.ts
- * registers the fused kernels; test/wasm-kernels.test.ts checks it against tfjs's own gradients.
+ * follows, with the pooling gradient too. For the backends that register the fused kernels of
+ * engine/kernel-names.ts (wasm and webgpu); test/wasm-kernels.test.ts and
+ * test/webgpu-kernels.test.ts check it against tfjs's own gradients.
  */
 
 type Activation = 'relu' | 'linear';
@@ -112,10 +113,10 @@ const run2 = (name: string, inputs: tf.NamedTensorMap, attrs: object = {}) =>
 
 const isTwoByTwo = (s: Stage & { kind: 'pool' }) => s.size[0] === 2 && s.size[1] === 2 && s.strides[0] === 2 && s.strides[1] === 2;
 
-/** 2×2 pooling that tiles its input, channels a multiple of 4: what POOL_RELU_BIAS_GRAD takes. */
+/** 2×2 pooling that tiles its input (on wasm, channels in fours): what POOL_RELU_BIAS_GRAD takes. */
 function tilesTwoByTwo(s: Stage & { kind: 'pool' }, input: tf.Tensor): boolean {
   const [, h, w, c] = input.shape;
-  return isTwoByTwo(s) && convReluPoolFits(h, w, c);
+  return isTwoByTwo(s) && convReluPoolFits(tf.getBackend(), h, w, c);
 }
 
 /**
@@ -127,7 +128,7 @@ function fusesWithPool(stages: Stage[], i: number, firstTrained: number, input: 
   const next = stages[i + 1];
   if (i !== firstTrained || s.kind !== 'conv' || s.act !== 'relu' || next?.kind !== 'pool' || !isTwoByTwo(next)) return false;
   const info = tf.backend_util.computeConv2DInfo(input.shape as [number, number, number, number], s.kernel.shape as [number, number, number, number], s.strides, 1, s.pad);
-  return convReluPoolFits(info.outHeight, info.outWidth, info.outChannels);
+  return convReluPoolFits(tf.getBackend(), info.outHeight, info.outWidth, info.outChannels);
 }
 
 function run(stages: Stage[], x: tf.Tensor, targets: tf.Tensor2D, temperature: number): { value: tf.Scalar; grads: tf.NamedTensorMap } {
@@ -161,11 +162,14 @@ function run(stages: Stage[], x: tf.Tensor, targets: tf.Tensor2D, temperature: n
     outputs.push(h);
   }
   const logits = h as tf.Tensor2D;
-  const value = softCrossEntropy(targets, logits, temperature);
+  // One kernel where the backend has it (webgpu: one dispatch instead of about twenty).
+  const [value, dlogits] = tf.getKernel(SOFT_CROSS_ENTROPY, tf.getBackend())
+    ? (run2(SOFT_CROSS_ENTROPY, { targets, logits }, { temperature }) as [tf.Scalar, tf.Tensor2D])
+    : [softCrossEntropy(targets, logits, temperature), softCrossEntropyGrad(targets, logits, temperature)];
 
   // Backward. `pre` carries a gradient already taken through a ReLU, with its bias gradient.
   const grads: tf.NamedTensorMap = {};
-  let g: tf.Tensor = softCrossEntropyGrad(targets, logits, temperature);
+  let g: tf.Tensor = dlogits;
   let pre: [tf.Tensor, tf.Tensor] | undefined;
   // Below the first trained layer no gradient is needed.
   for (let i = stages.length - 1; i >= firstTrained; i--) {

@@ -9,6 +9,7 @@ import { softCrossEntropy } from '../models/soft-loss.ts';
 import { buildStudent } from '../models/students.ts';
 import { STUDENT_ARCHS } from '../models/types.ts';
 import { Fn, Module, assemble, at, f32, get, i32, v128 } from '../engine/wasm/asm.ts';
+import { cpuVs, relativeError } from './helpers.ts';
 import { registerWasmKernels } from '../engine/wasm/kernels.ts';
 
 type Case = { n: number; h: number; w: number; ci: number; co: number; k: number; stride: 1 | 2; pad: 'same' | 'valid' };
@@ -18,29 +19,8 @@ const pick = (lo: number, hi: number) => lo + Math.floor(random() * (hi - lo + 1
 const fill = (len: number, zeroFraction = 0) =>
   Float32Array.from({ length: len }, () => (random() < zeroFraction ? 0 : random() * 2 - 1));
 
-/** max |a − e| / max |e| over one output. */
-function relativeError(a: ArrayLike<number>, e: ArrayLike<number>): number {
-  let diff = 0;
-  let norm = 1e-12;
-  for (let i = 0; i < e.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - e[i]));
-    norm = Math.max(norm, Math.abs(e[i]));
-  }
-  return diff / norm;
-}
-
 /** Runs fn on the cpu backend, then on wasm, and compares every output within `tolerance`. */
-async function cpuVsWasm(label: string, fn: () => tf.Tensor[], tolerance = 1e-4): Promise<void> {
-  await initBackend('cpu');
-  const expected = tf.tidy(() => fn().map((t) => ({ shape: t.shape, values: t.dataSync() })));
-  await initBackend('wasm');
-  const actual = tf.tidy(() => fn().map((t) => ({ shape: t.shape, values: t.dataSync() })));
-  expected.forEach((e, j) => {
-    assert.equal(actual[j].shape, e.shape, `shape of output ${j} for ${label}`);
-    const err = relativeError(actual[j].values, e.values);
-    assert.ok(err <= tolerance, `relative error ${err} in output ${j} for ${label}`);
-  });
-}
+const cpuVsWasm = (label: string, fn: () => tf.Tensor[], tolerance = 1e-4) => cpuVs('wasm', label, fn, tolerance);
 
 function convCases(): Case[] {
   const cases: Case[] = [];

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { ADAM_STEP, CONV_RELU_POOL, CONV_RELU_POOL_GRAD, POOL_RELU_BIAS_GRAD, RELU_BIAS_GRAD, convReluPoolFits, type AdamStepAttrs } from '../kernel-names.ts';
+import { convGeometry, type ConvGeometry } from '../geometry.ts';
 import { TILE_ROWS, TILE_VECTORS, fusedKernels, type FusedKernels } from './fused.ts';
 
 /**
@@ -162,39 +163,6 @@ function copyRows(h: Heap, c: number, ldc: number, out: Info, rows: number, cols
 /** Whether reading up to 16 bytes past `end` stays inside the heap. */
 const slackAfter = (h: Heap, end: number) => end + 16 <= h.memory.buffer.byteLength;
 
-interface ConvGeometry {
-  n: number;
-  h: number;
-  w: number;
-  ci: number;
-  kh: number;
-  kw: number;
-  co: number;
-  ho: number;
-  wo: number;
-  sh: number;
-  sw: number;
-  top: number;
-  left: number;
-  /** Padded image size: every window lies inside. */
-  hp: number;
-  wp: number;
-}
-
-/** An NHWC convolution's sizes from its kernel attributes (strides, pad, dimRoundingMode; dilation 1). */
-function convGeometry(xShape: number[], filterShape: number[], attrs: Attrs): ConvGeometry {
-  const [n, h, w, ci] = xShape;
-  const [kh, kw, , co] = filterShape;
-  const info = tf.backend_util.computeConv2DInfo(
-    xShape as [number, number, number, number], filterShape as [number, number, number, number],
-    attrs.strides as number | [number, number], 1, attrs.pad as Parameters<typeof tf.backend_util.computeConv2DInfo>[4],
-    attrs.dimRoundingMode as 'floor' | 'round' | 'ceil' | undefined,
-  );
-  const { outHeight: ho, outWidth: wo, strideHeight: sh, strideWidth: sw } = info;
-  const { top, left } = info.padInfo;
-  return { n, h, w, ci, kh, kw, co, ho, wo, sh, sw, top, left, hp: Math.max(h + top, (ho - 1) * sh + kh), wp: Math.max(w + left, (wo - 1) * sw + kw) };
-}
-
 /**
  * dW[kh,kw,ci,co] = Σ_{n,i,j} x[n, i·s + kh − padTop, j·s + kw − padLeft, ci] · dy[n,i,j,co]:
  * with the patch matrix X [P, kh·kw·ci] (P = n·Ho·Wo output pixels), dW = Xᵀ·dy. x is padded
@@ -259,7 +227,7 @@ const imagesPerBlock = (g: ConvGeometry) => Math.max(1, Math.floor(65536 / (g.ho
 function convReluPool({ inputs, backend, attrs }: Args): Info[] {
   const { x, filter, bias } = inputs;
   const g = convGeometry(x.shape, filter.shape, attrs);
-  if ([x, filter, bias].some((t) => t.dtype !== 'float32') || !convReluPoolFits(g.ho, g.wo, g.co)) throw new Error(`${CONV_RELU_POOL}: unsupported shapes`);
+  if ([x, filter, bias].some((t) => t.dtype !== 'float32') || !convReluPoolFits('wasm', g.ho, g.wo, g.co)) throw new Error(`${CONV_RELU_POOL}: unsupported shapes`);
   const heap = heapOf(backend);
   const pooledShape = [g.n, g.ho / 2, g.wo / 2, g.co];
   const pooled = heap.out(pooledShape);
@@ -296,7 +264,7 @@ function convReluPoolGrad({ inputs, backend, attrs }: Args): Info[] {
   const { x, dy, pooled, argmax } = inputs;
   const filterShape = attrs.filterShape as number[];
   const g = convGeometry(x.shape, filterShape, attrs);
-  if (!convReluPoolFits(g.ho, g.wo, g.co)) throw new Error(`${CONV_RELU_POOL_GRAD}: unsupported shapes`);
+  if (!convReluPoolFits('wasm', g.ho, g.wo, g.co)) throw new Error(`${CONV_RELU_POOL_GRAD}: unsupported shapes`);
   const heap = heapOf(backend);
   const dw = heap.out(filterShape);
   const db = heap.out([g.co]);

@@ -1,0 +1,247 @@
+import * as tf from '@tensorflow/tfjs';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { initBackend } from '../engine/backend.ts';
+import { ADAM_STEP, CONV_RELU_POOL, CONV_RELU_POOL_GRAD, POOL_RELU_BIAS_GRAD, RELU_BIAS_GRAD, SOFT_CROSS_ENTROPY } from '../engine/kernel-names.ts';
+import { createAdam } from '../models/fused-adam.ts';
+import { rng, withSeed } from '../models/seed.ts';
+import { handDerivedStep } from '../models/sequential-step.ts';
+import { softCrossEntropy, softCrossEntropyGrad } from '../models/soft-loss.ts';
+import { buildStudent } from '../models/students.ts';
+import { makeTrainStep } from '../models/train.ts';
+import { STUDENT_ARCHS } from '../models/types.ts';
+import { cpuVs, haveWebgpu, readAll, relativeError } from './helpers.ts';
+
+// Each kernel of engine/webgpu against the cpu backend: odd sizes, strides 1 and 2, 'same' and
+// 'valid' padding, batch 1 and batch 1,024, and the whole hand-derived step against autodiff.
+
+const random = rng(11, 'webgpu-kernel-test');
+const pick = (lo: number, hi: number) => lo + Math.floor(random() * (hi - lo + 1));
+const fill = (len: number, zeroFraction = 0) => Float32Array.from({ length: len }, () => (random() < zeroFraction ? 0 : random() * 2 - 1));
+const run = (name: string, inputs: tf.NamedTensorMap, attrs: object = {}) => tf.engine().runKernel(name, inputs, attrs as tf.NamedAttrMap) as unknown as tf.Tensor[];
+const onGpu = (what: string) => haveWebgpu(what);
+
+type Case = { n: number; h: number; w: number; ci: number; co: number; k: number; stride: 1 | 2; pad: 'same' | 'valid' };
+
+function cases(): Case[] {
+  const out: Case[] = [];
+  for (const stride of [1, 2] as const)
+    for (const pad of ['same', 'valid'] as const)
+      for (let i = 0; i < 3; i++) {
+        const k = random() < 0.5 ? 3 : 5;
+        out.push({ n: pick(1, 3), h: pick(k, 13), w: pick(k, 13), ci: pick(1, 5), co: pick(1, 37), k, stride, pad });
+      }
+  // Batch 1 and batch 1,024 (small images: the cpu backend computes the reference), many chunks.
+  out.push({ n: 1, h: 9, w: 7, ci: 3, co: 5, k: 3, stride: 1, pad: 'same' }, { n: 1024, h: 6, w: 5, ci: 2, co: 7, k: 3, stride: 2, pad: 'same' });
+  // Wide enough for several tiles of the reduction in both directions (k·k·ci > 64, co > 64).
+  out.push({ n: 2, h: 8, w: 8, ci: 9, co: 70, k: 3, stride: 1, pad: 'valid' });
+  return out;
+}
+
+test('webgpu Conv2DBackpropFilter and Conv2DBackpropInput match the cpu backend (odd sizes, strides 1 and 2, same and valid, batch 1 and 1,024)', async () => {
+  if (!(await onGpu('the convolution gradients'))) return;
+  for (const c of cases()) {
+    const x = fill(c.n * c.h * c.w * c.ci);
+    const w = fill(c.k * c.k * c.ci * c.co);
+    const outShape = tf.backend_util.computeConv2DInfo([c.n, c.h, c.w, c.ci], [c.k, c.k, c.ci, c.co], c.stride, 1, c.pad);
+    const g = fill(c.n * outShape.outHeight * outShape.outWidth * c.co);
+    await cpuVs('webgpu', JSON.stringify(c), () => {
+      const xt = tf.tensor4d(x, [c.n, c.h, c.w, c.ci]);
+      const wt = tf.tensor4d(w, [c.k, c.k, c.ci, c.co]);
+      const gt = tf.tensor4d(g, [c.n, outShape.outHeight, outShape.outWidth, c.co]);
+      return [tf.conv2d(xt, wt, c.stride, c.pad), ...tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, c.stride, c.pad), gt)))([xt, wt])];
+    });
+  }
+});
+
+test('webgpu conv → ReLU → 2×2 pool and its fused gradient match the cpu composition (odd channels, batch 1 and 1,024)', async () => {
+  if (!(await onGpu('the fused convolution and pooling'))) return;
+  const shapes: Case[] = [
+    { n: 3, h: 28, w: 28, ci: 1, co: 16, k: 3, stride: 1, pad: 'same' }, // cnn-small's first layer
+    { n: 2, h: 12, w: 10, ci: 3, co: 6, k: 5, stride: 1, pad: 'same' },
+    { n: 1, h: 9, w: 9, ci: 2, co: 5, k: 3, stride: 2, pad: 'valid' }, // 4 × 4 output
+    { n: 1024, h: 6, w: 6, ci: 1, co: 3, k: 3, stride: 1, pad: 'same' },
+  ];
+  for (const c of shapes) {
+    // Zeros and coarse values: ReLUs at exactly 0 and tied maxima inside windows.
+    const x = Float32Array.from(fill(c.n * c.h * c.w * c.ci, 0.4), (v) => Math.round(v * 4) / 4);
+    const w = fill(c.k * c.k * c.ci * c.co);
+    const b = fill(c.co);
+    const info = tf.backend_util.computeConv2DInfo([c.n, c.h, c.w, c.ci], [c.k, c.k, c.ci, c.co], c.stride, 1, c.pad);
+    const g = fill(c.n * (info.outHeight / 2) * (info.outWidth / 2) * c.co);
+    const tensors = () => [tf.tensor4d(x, [c.n, c.h, c.w, c.ci]), tf.tensor4d(w, [c.k, c.k, c.ci, c.co]), tf.tensor1d(b), tf.tensor4d(g, [c.n, info.outHeight / 2, info.outWidth / 2, c.co])] as const;
+    const f = (xt: tf.Tensor4D, wt: tf.Tensor4D, bt: tf.Tensor1D) => tf.maxPool(tf.relu(tf.add(tf.conv2d(xt, wt, c.stride, c.pad), bt)) as tf.Tensor4D, 2, 2, 'valid');
+    await initBackend('cpu');
+    const expected = await readAll(tf.tidy(() => {
+      const [xt, wt, bt, gt] = tensors();
+      return [f(xt, wt, bt), ...tf.grads((a: tf.Tensor, d: tf.Tensor) => tf.sum(tf.mul(f(xt, a as tf.Tensor4D, d as tf.Tensor1D), gt)))([wt, bt])];
+    }));
+    await initBackend('webgpu');
+    const actual = await readAll(tf.tidy(() => {
+      const [xt, wt, bt, gt] = tensors();
+      const attrs = { strides: [c.stride, c.stride], pad: c.pad };
+      const [pooled, argmax] = run(CONV_RELU_POOL, { x: xt, filter: wt, bias: bt }, attrs);
+      return [pooled, ...run(CONV_RELU_POOL_GRAD, { x: xt, dy: gt, pooled, argmax }, { ...attrs, filterShape: wt.shape })];
+    }));
+    expected.forEach((e, j) => {
+      assert.equal(actual[j].shape, e.shape, `${JSON.stringify(c)} output ${j}`);
+      const err = relativeError(actual[j].values, e.values);
+      assert.ok(err <= 1e-4, `${JSON.stringify(c)}: output ${j} off by ${err}`);
+    });
+  }
+});
+
+test('webgpu ReLU, pooling and bias gradients match the cpu composition (rows 1 to 1,024 × 28 × 28)', async () => {
+  if (!(await onGpu('the ReLU and pooling gradients'))) return;
+  for (const [n, h, w, c] of [[1, 4, 6, 3], [5, 8, 8, 16], [1024, 28, 28, 1], [3, 2, 2, 70]]) {
+    const y = Float32Array.from(fill(n * h * w * c, 0.4), (v) => Math.max(0, Math.round(v * 3) / 3));
+    const dy = fill(n * h * w * c);
+    const dyPooled = fill((n * h * w * c) / 4);
+    const inputs = () => [tf.tensor4d(y, [n, h, w, c]), tf.tensor4d(dy, [n, h, w, c]), tf.tensor4d(dyPooled, [n, h / 2, w / 2, c])] as const;
+    await initBackend('cpu');
+    const expected = await readAll(tf.tidy(() => {
+      const [yt, dyt, dpt] = inputs();
+      const relu = tf.mul(dyt, tf.step(yt));
+      const pooledGrad = tf.mul(tf.grad((v: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(v as tf.Tensor4D, 2, 2, 'valid'), dpt)))(yt), tf.step(yt));
+      return [relu, tf.sum(relu, [0, 1, 2]), pooledGrad, tf.sum(pooledGrad, [0, 1, 2])];
+    }));
+    await initBackend('webgpu');
+    const actual = await readAll(tf.tidy(() => {
+      const [yt, dyt, dpt] = inputs();
+      const output = tf.maxPool(yt, 2, 2, 'valid');
+      return [...run(RELU_BIAS_GRAD, { dy: dyt, y: yt }), ...run(POOL_RELU_BIAS_GRAD, { dy: dpt, input: yt, output }, { filterSize: [2, 2], strides: [2, 2], pad: 'valid' })];
+    }));
+    expected.forEach((e, j) => {
+      assert.equal(actual[j].shape, e.shape);
+      const err = relativeError(actual[j].values, e.values);
+      assert.ok(err <= 1e-5, `[${n}, ${h}, ${w}, ${c}] output ${j} off by ${err}`);
+    });
+  }
+});
+
+test('webgpu soft cross-entropy kernel: loss and gradient as the cpu ops give them (T 1 and 2.5; 3, 300 and 1,500 rows)', async () => {
+  if (!(await onGpu('the soft cross-entropy kernel'))) return;
+  for (const rows of [3, 300, 1500])
+    for (const temperature of [1, 2.5]) {
+      const z = fill(rows * 10).map((v) => 6 * v);
+      const t = fill(rows * 10).map(Math.abs);
+      const tensors = () => [tf.div(tf.tensor2d(t, [rows, 10]), tf.sum(tf.tensor2d(t, [rows, 10]), 1, true)) as tf.Tensor2D, tf.tensor2d(z, [rows, 10])] as const;
+      await initBackend('cpu');
+      const expected = await readAll(tf.tidy(() => {
+        const [tt, zt] = tensors();
+        return [softCrossEntropy(tt, zt, temperature), softCrossEntropyGrad(tt, zt, temperature)];
+      }));
+      await initBackend('webgpu');
+      const actual = await readAll(tf.tidy(() => {
+        const [tt, zt] = tensors();
+        return run(SOFT_CROSS_ENTROPY, { targets: tt, logits: zt }, { temperature });
+      }));
+      expected.forEach((e, j) => {
+        assert.equal(actual[j].shape, e.shape);
+        const err = relativeError(actual[j].values, e.values);
+        assert.ok(err <= 1e-5, `${rows} rows, T ${temperature}: output ${j} off by ${err}`);
+      });
+    }
+});
+
+test('webgpu Adam (one dispatch per variable) follows tf.train.adam on cpu over several steps', async () => {
+  if (!(await onGpu('Adam'))) return;
+  const w0 = fill(1037);
+  const grads = [fill(1037), fill(1037), fill(1037), fill(1037, 0.5)];
+  const steps = async (backend: 'cpu' | 'webgpu') => {
+    await initBackend(backend);
+    assert.is(Boolean(tf.getKernel(ADAM_STEP, backend)), backend === 'webgpu');
+    const w = tf.variable(tf.tensor1d(w0), true, `adam-webgpu-test-${backend}`);
+    const adam = createAdam(0.01);
+    for (const g of grads) tf.tidy(() => adam.apply([w], { [w.name]: tf.tensor1d(g) }));
+    const out = await w.data();
+    adam.dispose();
+    w.dispose();
+    return out;
+  };
+  const expected = await steps('cpu');
+  const actual = await steps('webgpu');
+  assert.ok(relativeError(actual, expected) <= 1e-6, `relative error ${relativeError(actual, expected)}`);
+  assert.ok(relativeError(expected, w0) > 1e-3, 'the weights moved');
+});
+
+test('the hand-derived step on webgpu gives the cpu backend\'s autodiff gradients, every Sequential student', async () => {
+  if (!(await onGpu('the hand-derived training step'))) return;
+  const shape: [number, number, number] = [28, 28, 1];
+  for (const arch of STUDENT_ARCHS) {
+    const rows = 3;
+    const x = fill(rows * 28 * 28, 0.6).map(Math.abs);
+    const t = fill(rows * 10).map(Math.abs);
+    // The model starts on cpu: its weights can move from there to the GPU, not back (that read is synchronous).
+    await initBackend('cpu');
+    const model = await withSeed(7, () => buildStudent(arch, shape, 10));
+    const vars = model.trainableWeights.map((w) => w.read() as tf.Variable);
+    const temperature = arch === 'cnn-small' ? 1 : 2.5;
+    const inputs = () => [tf.tensor4d(x, [rows, ...shape]), tf.div(tf.tensor2d(t, [rows, 10]), tf.sum(tf.tensor2d(t, [rows, 10]), 1, true)) as tf.Tensor2D] as const;
+    const tape = await readAll(tf.tidy(() => {
+      const [xt, yt] = inputs();
+      const { value, grads } = tf.variableGrads(() => softCrossEntropy(yt, model.apply(xt, { training: true }) as tf.Tensor2D, temperature), vars);
+      return [value, ...vars.map((v) => grads[v.name])];
+    }));
+    await initBackend('webgpu');
+    const step = handDerivedStep(model);
+    if (arch === 'resnet-mini') {
+      assert.is(step, undefined, 'a functional model takes the gradient tape');
+      model.dispose();
+      continue;
+    }
+    assert.ok(step, `${arch} has a hand-derived step on webgpu`);
+    const ours = await readAll(tf.tidy(() => {
+      const [xt, yt] = inputs();
+      const { value, grads } = step.grads(xt, yt, temperature);
+      return [value, ...vars.map((v) => grads[v.name])];
+    }));
+    assert.ok(relativeError(ours[0].values, tape[0].values) <= 1e-5, `${arch}: loss ${ours[0].values[0]} vs ${tape[0].values[0]}`);
+    vars.forEach((v, i) => {
+      const err = relativeError(ours[i + 1].values, tape[i + 1].values);
+      assert.ok(err <= 1e-4, `${arch}, ${v.name}: relative error ${err}`);
+    });
+    model.dispose();
+  }
+});
+
+test('a cnn-small training step on webgpu issues at most 60 dispatches and leaks no tensors', async () => {
+  if (!(await onGpu('dispatches per step'))) return;
+  await initBackend('webgpu');
+  const pass = (globalThis as unknown as { GPUComputePassEncoder: { prototype: { dispatchWorkgroups(...a: number[]): void } } }).GPUComputePassEncoder.prototype;
+  const original = pass.dispatchWorkgroups;
+  let dispatches = 0;
+  pass.dispatchWorkgroups = function (...a: number[]) {
+    dispatches++;
+    return original.apply(this, a);
+  };
+  try {
+    const model = await withSeed(3, () => buildStudent('cnn-small', [28, 28, 1], 10));
+    const trainer = makeTrainStep(model, 1e-3);
+    assert.is(trainer.gradients, 'hand-derived');
+    const x = tf.tensor4d(fill(128 * 784, 0.5).map(Math.abs), [128, 28, 28, 1]);
+    const y = tf.oneHot(tf.tensor1d(Int32Array.from({ length: 128 }, (_, i) => i % 10), 'int32'), 10).toFloat() as tf.Tensor2D;
+    const step = async () => {
+      const loss = trainer.step(x, y);
+      const value = (await loss.data())[0];
+      loss.dispose();
+      return value;
+    };
+    await step(); // Adam's moments are made on the first step
+    const before = tf.memory().numTensors;
+    dispatches = 0;
+    const loss = await step();
+    console.log(`    cnn-small step on webgpu: ${dispatches} dispatches`);
+    assert.ok(Number.isFinite(loss));
+    assert.ok(dispatches > 5 && dispatches <= 60, `${dispatches} dispatches`);
+    assert.is(tf.memory().numTensors, before);
+    trainer.dispose();
+    model.dispose();
+    tf.dispose([x, y]);
+  } finally {
+    pass.dispatchWorkgroups = original;
+  }
+  await initBackend('wasm');
+});
+
+test.run();
