@@ -5,8 +5,9 @@ import { WG, bindings, consts, perElement, type Access, type Scalar } from './wg
 
 type Info = tf.TensorInfo;
 
-const geometryConsts = (g: ConvGeometry) =>
-  consts({ H: g.h, W: g.w, CI: g.ci, KH: g.kh, KW: g.kw, CO: g.co, HO: g.ho, WO: g.wo, SH: g.sh, SW: g.sw, TOP: g.top, LEFT: g.left });
+/** The geometry a shader bakes in: everything of the convolution but the batch size. */
+const shape = (g: ConvGeometry) => ({ H: g.h, W: g.w, CI: g.ci, KH: g.kh, KW: g.kw, CO: g.co, HO: g.ho, WO: g.wo, SH: g.sh, SW: g.sw, TOP: g.top, LEFT: g.left });
+const keyOf = (...parts: object[]) => parts.map((p) => Object.values(p).join(',')).join(';');
 
 /**
  * relu(conv(x) + bias) pooled 2×2, and which cell of each window won (0..3, row-major; the first
@@ -17,10 +18,10 @@ export function convReluPool(backend: WebGPUBackend, x: Info, filter: Info, bias
   const ph = g.ho / 2;
   const pw = g.wo / 2;
   const count = g.n * ph * pw * g.co;
-  const wgsl = `
+  const c = { ...shape(g), PH: ph, PW: pw };
+  const wgsl = () => `
 ${bindings([['pooled', 'read_write'], ['cell', 'read_write', 'i32'], ['x', 'read'], ['w', 'read'], ['bias', 'read']], [['count', 'i32']])}
-${geometryConsts(g)}
-${consts({ PH: ph, PW: pw })}
+${consts(c)}
 ${perElement(`
   let co = index % CO;
   let p = index / CO;
@@ -49,10 +50,10 @@ ${perElement(`
   }
   pooled[index] = best;
   cell[index] = bestCell;`)}`;
-  const shape = [g.n, ph, pw, g.co];
-  return dispatch(backend, { name: 'RhobenchConvReluPool', wgsl, workgroups: grid(Math.ceil(count / WG)) }, {
+  const out = [g.n, ph, pw, g.co];
+  return dispatch(backend, { name: 'RhobenchConvReluPool', key: keyOf(c), wgsl, workgroups: grid(Math.ceil(count / WG)) }, {
     inputs: [x, filter, bias],
-    outputs: [{ shape }, { shape, dtype: 'int32' }],
+    outputs: [{ shape: out }, { shape: out, dtype: 'int32' }],
     uniforms: [{ type: 'int32', data: [count] }],
   });
 }
@@ -95,16 +96,16 @@ export function filterGrad(backend: WebGPUBackend, x: Info, rows: FilterGradRows
   const chunks = Math.ceil(m / chunk);
 
   const fused = rows.kind === 'relu-pool';
+  const c = { ...shape(g), K: k, KP: kp, TK: tk, TC: tc, MK: mk, MC: mc, TR, TILES_C: tilesC };
   const loadB = fused
     ? `let pj = (r % WO) / 2; let pi = ((r / WO) % HO) / 2; let n = r / (WO * HO);
        let at = ((n * (HO / 2) + pi) * (WO / 2) + pj) * CO + c;
        let here = ((r / WO) % 2) * 2 + (r % WO) % 2;
        if (cell[at] == here && pooled[at] > 0.0) { v = dy[at]; }`
     : `v = dy[r * CO + c];`;
-  const wgsl = `
+  const wgsl = () => `
 ${bindings([['partial', 'read_write'], ['x', 'read'], ['dy', 'read'], ...(fused ? POOL_OPERANDS : [])], [['m', 'i32'], ['chunk', 'i32']])}
-${geometryConsts(g)}
-${consts({ K: k, KP: kp, TK: tk, TC: tc, MK: mk, MC: mc, TR, TILES_C: tilesC })}
+${consts(c)}
 var<workgroup> a: array<f32, ${TR * tk}>;
 var<workgroup> b: array<f32, ${TR * tc}>;
 
@@ -173,7 +174,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
   }
 }`;
   const inputs = fused ? [x, rows.dy, rows.pooled, rows.cell] : [x, rows.dy];
-  const [partial] = dispatch(backend, { name: 'RhobenchFilterGradChunks', wgsl, workgroups: [tilesK * tilesC, chunks] }, {
+  const [partial] = dispatch(backend, { name: 'RhobenchFilterGradChunks', key: `${rows.kind};${keyOf(c)}`, wgsl, workgroups: [tilesK * tilesC, chunks] }, {
     inputs,
     outputs: [{ shape: [chunks, k, g.co] }],
     uniforms: [{ type: 'int32', data: [m, chunk] }],
@@ -202,7 +203,7 @@ export function sumChunks(backend: WebGPUBackend, partial: Info, chunks: number,
     store += `${i ? ' else ' : ''}if (o < ${start + size}) { ${outs[i]}[o - ${start}] = total; }`;
     start += size;
   });
-  const wgsl = `
+  const wgsl = () => `
 ${bindings([...outs.map((n) => [n, 'read_write'] as [string, 'read_write']), ['partial', 'read']], [['chunks', 'i32']])}
 const L: i32 = ${length};
 var<workgroup> lanes: array<f32, 256>;
@@ -224,7 +225,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     ${store}
   }
 }`;
-  return dispatch(backend, { name: 'RhobenchSumChunks', wgsl, workgroups: grid(Math.ceil(length / 16)) }, {
+  return dispatch(backend, { name: 'RhobenchSumChunks', key: sizes.join(','), wgsl, workgroups: grid(Math.ceil(length / 16)) }, {
     inputs: [partial],
     outputs: shapes.map((shape) => ({ shape })),
     uniforms: [{ type: 'int32', data: [chunks] }],
@@ -237,9 +238,10 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
  */
 export function convBackpropInput(backend: WebGPUBackend, dy: Info, filter: Info, g: ConvGeometry): Info {
   const count = g.n * g.h * g.w * g.ci;
-  const wgsl = `
+  const c = shape(g);
+  const wgsl = () => `
 ${bindings([['dx', 'read_write'], ['dy', 'read'], ['w', 'read']], [['count', 'i32']])}
-${geometryConsts(g)}
+${consts(c)}
 ${perElement(`
   let ci = index % CI;
   let p = index / CI;
@@ -259,7 +261,7 @@ ${perElement(`
     }
   }
   dx[index] = s;`)}`;
-  return dispatch(backend, { name: 'RhobenchConv2DBackpropInput', wgsl, workgroups: grid(Math.ceil(count / WG)) }, {
+  return dispatch(backend, { name: 'RhobenchConv2DBackpropInput', key: keyOf(c), wgsl, workgroups: grid(Math.ceil(count / WG)) }, {
     inputs: [dy, filter],
     outputs: [{ shape: [g.n, g.h, g.w, g.ci] }],
     uniforms: [{ type: 'int32', data: [count] }],

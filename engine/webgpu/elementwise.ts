@@ -15,16 +15,16 @@ const TARGET_GROUPS = 256;
  * (row chunk × column block) write dpre and their chunk's column sums, then sumChunks adds the
  * chunks in a fixed order. `f` is WGSL that sets `v` from `i` = r·COLS + c (and r, c).
  */
-function mapWithColumnSums(backend: WebGPUBackend, name: string, f: string, rows: number, cols: number, extra: string, inputs: [string, Info][], outShape: number[]): Info[] {
+function mapWithColumnSums(backend: WebGPUBackend, name: string, f: string, rows: number, cols: number, extra: Record<string, number>, inputs: [string, Info][], outShape: number[]): Info[] {
   const block = Math.min(64, 2 ** Math.ceil(Math.log2(Math.max(1, cols))));
   const lanes = 256 / block;
   const chunk = Math.max(MIN_CHUNK, Math.ceil(rows / TARGET_GROUPS));
   const chunks = Math.ceil(rows / chunk);
   const blocks = Math.ceil(cols / block);
-  const wgsl = `
+  const c = { COLS: cols, BLOCK: block, LANES: lanes, ...extra };
+  const wgsl = () => `
 ${bindings([['dpre', 'read_write'], ['partial', 'read_write'], ...inputs.map(([n, t]) => [n, 'read', t.dtype === 'int32' ? 'i32' : 'f32'] as [string, 'read', 'i32' | 'f32'])], [['rows', 'i32'], ['chunk', 'i32']])}
-${consts({ COLS: cols, BLOCK: block, LANES: lanes })}
-${extra}
+${consts(c)}
 var<workgroup> part: array<f32, 256>;
 
 @compute @workgroup_size(256)
@@ -52,7 +52,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     partial[g * COLS + c] = total;
   }
 }`;
-  const [dpre, partial] = dispatch(backend, { name, wgsl, workgroups: [chunks, blocks] }, {
+  const [dpre, partial] = dispatch(backend, { name, key: Object.values(c).join(','), wgsl, workgroups: [chunks, blocks] }, {
     inputs: inputs.map(([, t]) => t),
     outputs: [{ shape: outShape }, { shape: [chunks, cols] }],
     uniforms: [{ type: 'int32', data: [rows, chunk] }],
@@ -68,7 +68,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 export function reluBiasGrad(backend: WebGPUBackend, dy: Info, y: Info): Info[] {
   const cols = y.shape[y.shape.length - 1];
   const rows = y.shape.reduce((a, b) => a * b, 1) / cols;
-  return mapWithColumnSums(backend, 'RhobenchReluBiasGrad', 'if (y[i] > 0.0) { v = dy[i]; }', rows, cols, '', [['dy', dy], ['y', y]], y.shape);
+  return mapWithColumnSums(backend, 'RhobenchReluBiasGrad', 'if (y[i] > 0.0) { v = dy[i]; }', rows, cols, {}, [['dy', dy], ['y', y]], y.shape);
 }
 
 /**
@@ -87,13 +87,13 @@ export function poolReluBiasGrad(backend: WebGPUBackend, dy: Info, y: Info): Inf
       var best = 0;
       for (var q = 1; q < 4; q++) { if (cells[q] > cells[best]) { best = q; } }
       if (best == (ii % 2) * 2 + j % 2 && y[i] > 0.0) { v = dy[((n * (H / 2) + ii / 2) * (W / 2) + j / 2) * COLS + c]; }`;
-  return mapWithColumnSums(backend, 'RhobenchPoolReluBiasGrad', f, n * h * w, c, consts({ H: h, W: w }), [['dy', dy], ['y', y]], y.shape);
+  return mapWithColumnSums(backend, 'RhobenchPoolReluBiasGrad', f, n * h * w, c, { H: h, W: w }, [['dy', dy], ['y', y]], y.shape);
 }
 
 /** One Adam step, tf.train.adam's arithmetic: returns the new weights, updates m and v in place. */
 export function adamStep(backend: WebGPUBackend, w: Info, g: Info, m: Info, v: Info, a: AdamStepAttrs): Info {
   const count = w.shape.reduce((x, y) => x * y, 1);
-  const wgsl = `
+  const wgsl = () => `
 ${bindings([['wout', 'read_write'], ['m', 'read_write'], ['v', 'read_write'], ['w', 'read'], ['g', 'read']], [
     ['count', 'i32'], ['b1', 'f32'], ['nb1', 'f32'], ['b2', 'f32'], ['nb2', 'f32'], ['c1', 'f32'], ['c2', 'f32'], ['eps', 'f32'], ['neglr', 'f32'],
   ])}
@@ -105,7 +105,7 @@ ${perElement(`
   v[index] = vv;
   wout[index] = ((mv / u.c1) / (sqrt(vv / u.c2) + u.eps)) * u.neglr + w[index];`)}`;
   const f = Math.fround;
-  return dispatch(backend, { name: 'RhobenchAdamStep', wgsl, workgroups: grid(Math.ceil(count / WG)) }, {
+  return dispatch(backend, { name: 'RhobenchAdamStep', key: '', wgsl, workgroups: grid(Math.ceil(count / WG)) }, {
     inplace: [m, v],
     inputs: [w, g],
     outputs: [{ shape: w.shape }],
@@ -123,7 +123,7 @@ ${perElement(`
  */
 export function softCrossEntropy(backend: WebGPUBackend, targets: Info, logits: Info, temperature: number): Info[] {
   const [rows, classes] = logits.shape;
-  const wgsl = `
+  const wgsl = () => `
 ${bindings([['loss', 'read_write'], ['grad', 'read_write'], ['t', 'read'], ['z', 'read']], [['rows', 'i32'], ['temp', 'f32'], ['scale', 'f32'], ['lossScale', 'f32']])}
 ${consts({ C: classes })}
 var<workgroup> part: array<f32, 256>;
@@ -157,7 +157,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   }
   if (tid == 0) { loss[0] = part[0] * u.lossScale; }
 }`;
-  return dispatch(backend, { name: 'RhobenchSoftCrossEntropy', wgsl, workgroups: [1] }, {
+  return dispatch(backend, { name: 'RhobenchSoftCrossEntropy', key: String(classes), wgsl, workgroups: [1] }, {
     inputs: [targets, logits],
     outputs: [{ shape: [] }, { shape: [rows, classes] }],
     uniforms: [

@@ -52,11 +52,16 @@ export interface Program {
   /** Shown by tf.profile's timers; also labels the shader. */
   name: string;
   /**
+   * Everything the shader's text depends on besides the name (its baked constants, its variant):
+   * pipelines are cached by name and key, and the text is built only for a new one.
+   */
+  key: string;
+  /**
    * A whole WGSL module with entry point `main`. Bindings in group 0, in this order: the outputs
    * (read_write), the in-place operands (read_write), the inputs (read), then, when `uniforms`
    * is given, one uniform buffer.
    */
-  wgsl: string;
+  wgsl(): string;
   workgroups: [number, number?, number?];
 }
 
@@ -74,11 +79,12 @@ const pipelines = new WeakMap<object, Map<string, PipelineLike>>();
 function pipelineFor(backend: WebGPUBackend, program: Program): PipelineLike {
   let cache = pipelines.get(backend);
   if (!cache) pipelines.set(backend, (cache = new Map()));
-  let pipeline = cache.get(program.wgsl);
+  const id = `${program.name} ${program.key}`;
+  let pipeline = cache.get(id);
   if (!pipeline) {
-    const module = backend.device.createShaderModule({ code: program.wgsl, label: program.name });
+    const module = backend.device.createShaderModule({ code: program.wgsl(), label: program.name });
     pipeline = backend.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' }, label: program.name });
-    cache.set(program.wgsl, pipeline);
+    cache.set(id, pipeline);
   }
   return pipeline;
 }
