@@ -12,7 +12,7 @@ import { getTarget } from '../models/targets/index.ts';
 import type { StudentSpec, Target } from '../models/types.ts';
 import type { Oracle } from '../serve/types.ts';
 import { queryGridPath, QuerySampler } from './query-samples.ts';
-import { scoreImitation } from './score.ts';
+import { predictClasses, scoreImitation } from './score.ts';
 import { ConfigError, type SweepConfig } from './config.ts';
 import { cellConfigDifferences, cellKey, expandCells } from './grid.ts';
 import { baseManifest, REPO_ROOT, type Manifest, type TargetSummary } from './manifest.ts';
@@ -62,6 +62,8 @@ export interface SweepEnv {
   transport: Transport;
   /** Keeps the first queries of each (target, attack, side) for a picture in plots/. */
   samples?: QuerySampler;
+  /** Each target's classes on the eval split, computed by its first cell (copies of an env share it). */
+  evalClasses: Map<string, Promise<Int32Array>>;
 }
 
 export async function prepareSweep(config: SweepConfig, opts: SweepOptions = {}): Promise<SweepEnv> {
@@ -88,7 +90,7 @@ export async function prepareSweep(config: SweepConfig, opts: SweepOptions = {})
     log: (m) => progress.log(m),
   });
   const samples = new QuerySampler(opts.runDir, dataset.inputShape, (m) => progress.log(m));
-  return { config, backend, cacheDir, dataset, evalSplit: dataset.split('eval'), targets, pools, transport, samples };
+  return { config, backend, cacheDir, dataset, evalSplit: dataset.split('eval'), targets, pools, transport, samples, evalClasses: new Map() };
 }
 
 export async function disposeSweep(env: SweepEnv): Promise<void> {
@@ -153,7 +155,14 @@ export async function runCell(env: SweepEnv, cell: Cell, onStep?: Progress['cell
       })
       .finally(() => sampling?.save());
     try {
-      const score = await scoreImitation(imitation, target, relabel(env.evalSplit, target.task ?? 'digits'), env.dataset.inputShape);
+      const evalSplit = relabel(env.evalSplit, target.task ?? 'digits');
+      let fromTarget = env.evalClasses.get(target.id);
+      if (!fromTarget) {
+        fromTarget = predictClasses((x) => target.predictProba(x), evalSplit, env.dataset.inputShape);
+        env.evalClasses.set(target.id, fromTarget);
+        fromTarget.catch(() => env.evalClasses.delete(target.id));
+      }
+      const score = await scoreImitation(imitation, target, evalSplit, env.dataset.inputShape, await fromTarget);
       return { ...base, ...score, status: 'ok', queries: oracle.spent, seconds: (performance.now() - started) / 1000 };
     } finally {
       imitation.dispose();

@@ -20,14 +20,18 @@ export async function predictClasses(predict: (x: tf.Tensor) => Promise<tf.Tenso
   return out;
 }
 
-/** ρ and friends on data the attacker never saw. */
+/**
+ * ρ and friends on data the attacker never saw. `fromTarget`, the target's classes on the split,
+ * may be given: they are the same for every cell of a target, so a sweep computes them once.
+ */
 export async function scoreImitation(
   imitation: Imitation,
   target: Target,
   evalSplit: Split,
   inputShape: [number, number, number],
+  fromTarget?: Int32Array,
 ): Promise<{ rho: number; agreement: number; studentAccuracy: number; targetAccuracy: number }> {
-  const fromTarget = await predictClasses((x) => target.predictProba(x), evalSplit, inputShape);
+  fromTarget ??= await predictClasses((x) => target.predictProba(x), evalSplit, inputShape);
   const fromImitation = await predictClasses((x) => imitation.predict(x), evalSplit, inputShape);
   return {
     rho: rhoClassification(fromImitation, fromTarget),

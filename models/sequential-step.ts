@@ -90,6 +90,22 @@ function stageOf(layer: tf.layers.Layer): Stage | undefined {
  * then use tf.variableGrads.
  */
 export function handDerivedStep(model: tf.LayersModel): HandDerivedStep | undefined {
+  const stages = plan(model);
+  return stages && { grads: (x, targets, temperature = 1) => tf.tidy(() => run(stages, x, targets, temperature)) };
+}
+
+/**
+ * The model's logits by the same fused forward pass, for inference, or undefined where the
+ * hand-derived step does not apply (callers then use model.predict). One batch is one pass: no
+ * 32-row batches as model.predict makes, which on a GPU would each cost their own dispatches.
+ */
+export function fusedForward(model: tf.LayersModel): ((x: tf.Tensor) => tf.Tensor2D) | undefined {
+  const stages = plan(model);
+  return stages && ((x) => tf.tidy(() => forward(stages, x).logits));
+}
+
+/** The model's stages where every layer is one the hand-derived step covers, on a backend with its kernels. */
+function plan(model: tf.LayersModel): Stage[] | undefined {
   const backend = tf.getBackend();
   if (!STEP_KERNELS.every((k) => tf.getKernel(k, backend))) return undefined;
   if (model.getClassName() !== 'Sequential') return undefined;
@@ -103,7 +119,7 @@ export function handDerivedStep(model: tf.LayersModel): HandDerivedStep | undefi
   if (trained.length === 0) return undefined;
   const expected = model.trainableWeights.map((w) => (w.read() as tf.Variable).name);
   if (trained.length !== expected.length || !expected.every((n) => trained.includes(n))) return undefined;
-  return { grads: (x, targets, temperature = 1) => tf.tidy(() => run(stages, x, targets, temperature)) };
+  return stages;
 }
 
 const run1 = (name: string, inputs: tf.NamedTensorMap, attrs: object = {}) =>
@@ -131,9 +147,18 @@ function fusesWithPool(stages: Stage[], i: number, firstTrained: number, input: 
   return convReluPoolFits(tf.getBackend(), info.outHeight, info.outWidth, info.outChannels);
 }
 
-function run(stages: Stage[], x: tf.Tensor, targets: tf.Tensor2D, temperature: number): { value: tf.Scalar; grads: tf.NamedTensorMap } {
+interface Forward {
+  logits: tf.Tensor2D;
+  /** Each stage's input and output (undefined where a fused pair skips one). */
+  inputs: (tf.Tensor | undefined)[];
+  outputs: (tf.Tensor | undefined)[];
+  /** The fused first layer's pooling cells, for its gradient. */
+  argmax?: tf.Tensor;
+  firstTrained: number;
+}
+
+function forward(stages: Stage[], x: tf.Tensor): Forward {
   const firstTrained = stages.findIndex((s) => s.kind === 'conv' || s.kind === 'dense');
-  // Forward, keeping each stage's input and output (undefined where a fused pair skips one).
   const inputs: (tf.Tensor | undefined)[] = [];
   const outputs: (tf.Tensor | undefined)[] = [];
   let argmax: tf.Tensor | undefined;
@@ -161,7 +186,11 @@ function run(stages: Stage[], x: tf.Tensor, targets: tf.Tensor2D, temperature: n
     }
     outputs.push(h);
   }
-  const logits = h as tf.Tensor2D;
+  return { logits: h as tf.Tensor2D, inputs, outputs, argmax, firstTrained };
+}
+
+function run(stages: Stage[], x: tf.Tensor, targets: tf.Tensor2D, temperature: number): { value: tf.Scalar; grads: tf.NamedTensorMap } {
+  const { logits, inputs, outputs, argmax, firstTrained } = forward(stages, x);
   // One kernel where the backend has it (webgpu: one dispatch instead of about twenty).
   const [value, dlogits] = tf.getKernel(SOFT_CROSS_ENTROPY, tf.getBackend())
     ? (run2(SOFT_CROSS_ENTROPY, { targets, logits }, { temperature }) as [tf.Scalar, tf.Tensor2D])

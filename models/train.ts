@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { createAdam } from './fused-adam.ts';
-import { handDerivedStep } from './sequential-step.ts';
+import { fusedForward, handDerivedStep } from './sequential-step.ts';
 import { softCrossEntropy } from './soft-loss.ts';
 import { rng, shuffleInPlace } from './seed.ts';
 import type { Imitation } from './types.ts';
@@ -109,10 +109,26 @@ export function predictBatched(fn: (x: tf.Tensor) => tf.Tensor2D, x: tf.Tensor, 
   return out;
 }
 
+/**
+ * A model's logits for a batch in one pass: the fused kernels of the hand-derived step where they
+ * apply (the same numbers as model.predict, in fewer kernels), else model.predict without its
+ * 32-row batches. Settled per backend, so a model outlives a change of backend.
+ */
+export function logitsOf(model: tf.LayersModel): (x: tf.Tensor) => tf.Tensor2D {
+  const byBackend = new Map<string, (x: tf.Tensor) => tf.Tensor2D>();
+  return (x) => {
+    const backend = tf.getBackend();
+    let f = byBackend.get(backend);
+    if (!f) byBackend.set(backend, (f = fusedForward(model) ?? ((b) => model.predict(b, { batchSize: b.shape[0] }) as tf.Tensor2D)));
+    return f(x);
+  };
+}
+
 /** A logit model as an Imitation: predict gives softmax probabilities; dispose frees the model. */
 export function asImitation(model: tf.LayersModel, batchSize = 512): Imitation {
+  const logits = logitsOf(model);
   return {
-    predict: async (x) => predictBatched((b) => tf.softmax(model.predict(b) as tf.Tensor2D), x, batchSize),
+    predict: async (x) => predictBatched((b) => tf.softmax(logits(b)), x, batchSize),
     dispose: () => model.dispose(),
   };
 }

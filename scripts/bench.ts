@@ -1,17 +1,18 @@
 /**
  * `npm run bench`: speed figures, printed and written to results/perf.json. Not a test: numbers
- * depend on the machine. Flags: --skip-sweep (no quick-preset wall time), --training-only (no
- * oracle or quick preset either), --backends a,b, --sweep-pairs n (quick-preset timings, default
- * 1). Sections not measured keep the figures results/perf.json already had.
+ * depend on the machine. Sections not measured keep the figures results/perf.json already had.
  *
- * Training: samples/s of fitSoft per student and backend, and for the students the project
- * tracks (cnn-small, the reference, lenet5 and mlp) the time of one step at batch 128 split into
- * a forward pass (model.predict) and the rest (gradients and the Adam update), plus the
- * per-kernel breakdown of one cnn-small step (tf.profile, the minimum over a few steps per call).
+ * Training, per backend (webgpu only where Dawn offers a hardware adapter, unless named): samples/s
+ * of fitSoft for every student at each batch size (128 and 1,024 on GPU backends); for the tracked
+ * students (cnn-small, the reference, lenet5, mlp) the time of one step split into a forward pass
+ * and the rest, and on webgpu its dispatches; and the per-kernel breakdown of one step (tf.profile:
+ * GPU time from timestamp queries on webgpu, wall time on wasm), the least over a few steps.
+ * Then oracle answers/s, the quick preset's wall time one cell at a time against one per core, and
+ * with --gpu-sweep the 36-cell GPU yardstick. Flags: see --help.
  */
 import { spawn } from 'node:child_process';
 import { mkdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { Command, InvalidArgumentError } from 'commander';
 import { loadSweepConfig } from '../bench/config.ts';
@@ -27,20 +28,28 @@ import { getTarget } from '../models/targets/index.ts';
 import { fitSoft, makeTrainStep } from '../models/train.ts';
 import { STUDENT_ARCHS, type StudentArch } from '../models/types.ts';
 import { InProcessOracle } from '../serve/oracle.ts';
+import { probeDawn } from '../engine/webgpu/probe.ts';
 
+const wholeNumbers = (v: string) => {
+  const list = v.split(',').map(Number);
+  if (!list.every((n) => Number.isInteger(n) && n >= 1)) throw new InvalidArgumentError(`expected whole numbers ≥ 1 separated by commas, got "${v}"`);
+  return list;
+};
 const opts = new Command()
   .option('--skip-sweep', 'do not time the quick preset')
   .option('--training-only', 'time training only (no oracle, no quick preset)')
-  .option('--backends <list>', 'backends to measure', 'tensorflow,wasm,cpu')
-  .option('--sweep-pairs <n>', 'times to run the quick preset one cell at a time and then one per core', (v) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`expected a whole number ≥ 1, got "${v}"`);
-    return n;
-  }, 1)
+  .option('--backends <list>', 'backends to measure (default: webgpu where Dawn offers a hardware adapter, then tensorflow, wasm, cpu)')
+  .option('--students <list>', 'students to train (default: all)')
+  .option('--batches <list>', 'batch sizes to train at (default: 128,1024 on webgpu and tensorflow, 128 on wasm and cpu)', wholeNumbers)
+  .option('--gpu-sweep <settings>', 'time the 36-cell sweep (quick without the related pool) on webgpu at these -c settings (e.g. 1,4,auto), beside wasm -c auto')
+  .option('--sweep-pairs <n>', 'times to run the quick preset one cell at a time and then one per core', (v) => wholeNumbers(v)[0], 1)
   .parse()
-  .opts<{ skipSweep?: boolean; trainingOnly?: boolean; backends: string; sweepPairs: number }>();
+  .opts<{ skipSweep?: boolean; trainingOnly?: boolean; backends?: string; students?: string; batches?: number[]; gpuSweep?: string; sweepPairs: number }>();
 
-const BATCH = 128;
+type Measured = 'webgpu' | 'tensorflow' | 'wasm' | 'cpu';
+const GPU_BACKENDS: readonly Measured[] = ['webgpu', 'tensorflow'];
+/** Rows per timed epoch; the pure-JS cpu backend is ~100× slower and trains one batch. */
+const ROWS = 4096;
 /** The students whose step time the project tracks; cnn-small is the reference student. */
 const TRACKED: readonly StudentArch[] = ['cnn-small', 'lenet5', 'mlp'];
 const round = (v: number, digits = 2) => Math.round(v * 10 ** digits) / 10 ** digits;
@@ -53,19 +62,18 @@ function trainingData(ds: Dataset, rows: number) {
 }
 
 /** Training samples/s for one epoch over `rows` rows: the best of `repeats` epochs after a warm-up one. */
-async function trainingSpeed(ds: Dataset, arch: StudentArch, rows: number, repeats: number): Promise<number> {
+async function trainingSpeed(ds: Dataset, arch: StudentArch, rows: number, batchSize: number, repeats: number): Promise<number> {
   const { x, y } = trainingData(ds, rows);
   const model = buildStudent(arch, ds.inputShape, ds.classes);
   try {
-    // Warm-up: kernel compilation (wasm tiers up its hot functions), allocations.
-    await fitSoft(model, x.slice(0, Math.min(rows, 2 * BATCH)), y.slice(0, Math.min(rows, 2 * BATCH)), {
-      epochs: 1, batchSize: BATCH, lr: 1e-3, seed: 1,
-    });
+    // Warm-up: kernel and pipeline compilation, allocations (a short epoch: two full batches).
+    const warm = Math.min(rows, 2 * batchSize);
+    await fitSoft(model, x.slice(0, warm), y.slice(0, warm), { epochs: 1, batchSize, lr: 1e-3, seed: 1 });
     // The best epoch: the figure describes the code, not whatever else the machine ran.
     let best = Infinity;
     for (let i = 0; i < repeats; i++) {
       const t0 = performance.now();
-      await fitSoft(model, x, y, { epochs: 1, batchSize: BATCH, lr: 1e-3, seed: 1 });
+      await fitSoft(model, x, y, { epochs: 1, batchSize, lr: 1e-3, seed: 1 });
       best = Math.min(best, performance.now() - t0);
     }
     return rows / (best / 1000);
@@ -75,15 +83,43 @@ async function trainingSpeed(ds: Dataset, arch: StudentArch, rows: number, repea
   }
 }
 
-/** The least time of fn over `runs` runs of `inner` calls, in ms per call; reads force completion. */
-function bestMs(fn: () => void, runs: number, inner: number): number {
+/**
+ * The least time per call of fn over `runs` runs of `inner` calls, in ms. Calls are queued back to
+ * back and only the last result is read (as a training loop does), so on a GPU this is throughput,
+ * not the latency of a readback per call.
+ */
+async function bestMs(fn: () => tf.Tensor, runs: number, inner: number): Promise<number> {
   let best = Infinity;
   for (let r = 0; r < runs; r++) {
     const t0 = performance.now();
-    for (let i = 0; i < inner; i++) fn();
+    let last: tf.Tensor | undefined;
+    for (let i = 0; i < inner; i++) {
+      last?.dispose();
+      last = fn();
+    }
+    await last!.data();
+    last!.dispose();
     best = Math.min(best, (performance.now() - t0) / inner);
   }
   return best;
+}
+
+/** Counts the GPU dispatches `fn` issues (webgpu only; undefined elsewhere). */
+async function dispatchesOf(fn: () => Promise<void>): Promise<number | undefined> {
+  const pass = (globalThis as { GPUComputePassEncoder?: { prototype: { dispatchWorkgroups(...a: number[]): void } } }).GPUComputePassEncoder?.prototype;
+  if (!pass || tf.getBackend() !== 'webgpu') return undefined;
+  const original = pass.dispatchWorkgroups;
+  let count = 0;
+  pass.dispatchWorkgroups = function (...a: number[]) {
+    count++;
+    return original.apply(this, a);
+  };
+  try {
+    await fn();
+  } finally {
+    pass.dispatchWorkgroups = original;
+  }
+  return count;
 }
 
 interface StepTimes {
@@ -91,23 +127,28 @@ interface StepTimes {
   forwardMs: number;
   stepMs: number;
   backwardAndUpdateMs: number;
+  /** GPU dispatches of one training step (webgpu). */
+  dispatches?: number;
 }
 
 /** One batch: forward (model.predict) and a whole training step, in ms. */
-function stepTimes(ds: Dataset, arch: StudentArch, runs: number, inner: number): StepTimes {
-  const { x, y } = trainingData(ds, BATCH);
+async function stepTimes(ds: Dataset, arch: StudentArch, batchSize: number, runs: number, inner: number): Promise<StepTimes> {
+  const { x, y } = trainingData(ds, batchSize);
   const model = buildStudent(arch, ds.inputShape, ds.classes);
   const trainer = makeTrainStep(model, 1e-3);
   try {
-    const forward = () => tf.tidy(() => void (model.predict(x) as tf.Tensor).dataSync());
-    const step = () => tf.tidy(() => void trainer.step(x, y).dataSync());
-    for (let i = 0; i < 5; i++) {
-      forward();
-      step();
-    }
-    const forwardMs = bestMs(forward, runs, inner);
-    const stepMs = bestMs(step, runs, inner);
-    return { gradients: trainer.gradients, forwardMs: round(forwardMs), stepMs: round(stepMs), backwardAndUpdateMs: round(stepMs - forwardMs) };
+    const forward = () => tf.tidy(() => model.predict(x) as tf.Tensor);
+    const step = () => trainer.step(x, y);
+    await bestMs(forward, 1, 3);
+    await bestMs(step, 1, 3);
+    const dispatches = await dispatchesOf(async () => {
+      const loss = step();
+      await loss.data();
+      loss.dispose();
+    });
+    const forwardMs = await bestMs(forward, runs, inner);
+    const stepMs = await bestMs(step, runs, inner);
+    return { gradients: trainer.gradients, forwardMs: round(forwardMs), stepMs: round(stepMs), backwardAndUpdateMs: round(stepMs - forwardMs), ...(dispatches === undefined ? {} : { dispatches }) };
   } finally {
     trainer.dispose();
     model.dispose();
@@ -119,30 +160,40 @@ interface KernelRow {
   name: string;
   ms: number;
   calls: number;
+  /** Of the step's kernel time. */
+  share: number;
 }
 
-/** Per-kernel time of one training step, the least per call over `profiles` profiled steps. */
-async function kernelBreakdown(ds: Dataset, arch: StudentArch, profiles: number): Promise<{ calls: number; totalMs: number; kernels: KernelRow[] }> {
-  const { x, y } = trainingData(ds, BATCH);
+/**
+ * Per-kernel time of one training step, the least per call over `profiles` profiled steps. On
+ * webgpu these are GPU times from timestamp queries; on wasm and cpu, wall times.
+ */
+async function kernelBreakdown(ds: Dataset, arch: StudentArch, batchSize: number, profiles: number): Promise<{ calls: number; totalMs: number; kernels: KernelRow[] }> {
+  const { x, y } = trainingData(ds, batchSize);
   const model = buildStudent(arch, ds.inputShape, ds.classes);
   const trainer = makeTrainStep(model, 1e-3);
   try {
-    const step = () => tf.tidy(() => void trainer.step(x, y).dataSync());
-    for (let i = 0; i < 5; i++) step();
+    const step = async () => {
+      const loss = trainer.step(x, y);
+      await loss.data();
+      loss.dispose();
+    };
+    for (let i = 0; i < 5; i++) await step();
     const runs: Awaited<ReturnType<typeof tf.profile>>['kernels'][] = [];
     for (let i = 0; i < profiles; i++) runs.push((await tf.profile(step)).kernels);
     // Ops that wrap kernels (names ending in __op) are profiled too: count kernels only.
-    const rows = new Map<string, KernelRow>();
+    const rows = new Map<string, Omit<KernelRow, 'share'>>();
     runs[0].forEach((k, i) => {
       if (k.name.endsWith('__op')) return;
-      const ms = Math.min(...runs.map((r) => r[i]?.kernelTimeMs as number ?? Infinity));
+      const ms = Math.min(...runs.map((r) => (r[i]?.kernelTimeMs as number) ?? Infinity));
       const row = rows.get(k.name) ?? { name: k.name, ms: 0, calls: 0 };
       row.ms += ms;
       row.calls++;
       rows.set(k.name, row);
     });
-    const kernels = [...rows.values()].sort((a, b) => b.ms - a.ms).map((r) => ({ ...r, ms: round(r.ms) }));
-    return { calls: kernels.reduce((s, k) => s + k.calls, 0), totalMs: round(kernels.reduce((s, k) => s + k.ms, 0)), kernels };
+    const totalMs = [...rows.values()].reduce((s, k) => s + k.ms, 0);
+    const kernels = [...rows.values()].sort((a, b) => b.ms - a.ms).map((r) => ({ ...r, ms: round(r.ms, 3), share: round(r.ms / (totalMs || 1), 3) }));
+    return { calls: kernels.reduce((s, k) => s + k.calls, 0), totalMs: round(totalMs, 3), kernels };
   } finally {
     trainer.dispose();
     model.dispose();
@@ -150,12 +201,26 @@ async function kernelBreakdown(ds: Dataset, arch: StudentArch, profiles: number)
   }
 }
 
-const ds = await loadDataset({ name: 'mnist', trainSize: 4096, poolSize: 1024, evalSize: 1000, seed: 1 });
+/** Which backends to measure: those named, or webgpu where Dawn offers a GPU (a software adapter would take hours), then the rest. */
+async function backendsToMeasure(): Promise<{ names: Measured[]; skipped: Record<string, string> }> {
+  if (opts.backends) return { names: opts.backends.split(',') as Measured[], skipped: {} };
+  const probe = await probeDawn();
+  if (probe.found && probe.hardware) return { names: ['webgpu', 'tensorflow', 'wasm', 'cpu'], skipped: {} };
+  const why = probe.found ? `only a software adapter (${probe.label}); --backends webgpu measures it anyway` : probe.why;
+  return { names: ['tensorflow', 'wasm', 'cpu'], skipped: { webgpu: why } };
+}
+
+const ds = await loadDataset({ name: 'mnist', trainSize: ROWS, poolSize: 1024, evalSize: 1000, seed: 1 });
 const training: Record<string, unknown> = {};
-const steps: Record<string, Record<string, StepTimes>> = {};
-let kernels: Record<string, unknown> | undefined;
+const steps: Record<string, Record<string, Record<number, StepTimes>>> = {};
+const kernels: Record<string, unknown> = {};
 let fastest: BackendInfo | undefined;
-for (const name of opts.backends.split(',') as ('tensorflow' | 'wasm' | 'cpu')[]) {
+const { names, skipped } = await backendsToMeasure();
+for (const [name, why] of Object.entries(skipped)) {
+  training[name] = { available: false, reason: why };
+  console.log(`${name}: not measured — ${why}`);
+}
+for (const name of names) {
   let info: BackendInfo;
   try {
     info = await initBackend(name);
@@ -165,27 +230,40 @@ for (const name of opts.backends.split(',') as ('tensorflow' | 'wasm' | 'cpu')[]
     continue;
   }
   const cpu = name === 'cpu';
-  // The pure-JS cpu backend is ~100× slower: a short run on the tracked students only.
-  const rows = cpu ? BATCH : 4096;
-  const archs: readonly StudentArch[] = cpu ? TRACKED : STUDENT_ARCHS;
-  const perArch: Record<string, number> = {};
-  for (const arch of archs) {
-    perArch[arch] = Math.round(await trainingSpeed(ds, arch, rows, cpu ? 1 : 3));
-    console.log(`${name}${info.gpu ? ' (GPU)' : ''}: ${arch} trains at ${perArch[arch]} samples/s (batch ${BATCH})`);
+  const label = `${name}${info.gpu ? ' (GPU)' : ''}`;
+  const batches = opts.batches ?? (GPU_BACKENDS.includes(name) ? [128, 1024] : [128]);
+  const rows = cpu ? 128 : ROWS;
+  const archs = (cpu ? TRACKED : STUDENT_ARCHS).filter((a) => !opts.students || opts.students.split(',').includes(a));
+  const byBatch: Record<number, Record<string, number>> = {};
+  for (const batchSize of batches) {
+    byBatch[batchSize] = {};
+    for (const arch of archs) {
+      byBatch[batchSize][arch] = Math.round(await trainingSpeed(ds, arch, rows, Math.min(batchSize, rows), cpu ? 1 : 3));
+      console.log(`${label}: ${arch} trains at ${byBatch[batchSize][arch]} samples/s (batch ${batchSize})`);
+    }
   }
   steps[name] = {};
-  for (const arch of TRACKED) {
-    const t = stepTimes(ds, arch, cpu ? 1 : 5, cpu ? 1 : 10);
-    steps[name][arch] = t;
-    console.log(`${name}: ${arch} step ${t.stepMs} ms = forward ${t.forwardMs} + backward and update ${t.backwardAndUpdateMs} (${t.gradients} gradients)`);
+  for (const arch of TRACKED.filter((a) => archs.includes(a))) {
+    steps[name][arch] = {};
+    for (const batchSize of cpu ? [128] : batches) {
+      const t = await stepTimes(ds, arch, batchSize, cpu ? 1 : 5, cpu ? 1 : 10);
+      steps[name][arch][batchSize] = t;
+      console.log(`${name}: ${arch} step at batch ${batchSize}: ${t.stepMs} ms = forward ${t.forwardMs} + backward and update ${t.backwardAndUpdateMs} (${t.gradients} gradients${t.dispatches === undefined ? '' : `, ${t.dispatches} dispatches`})`);
+    }
   }
-  if (name === 'wasm') {
-    const k = await kernelBreakdown(ds, 'cnn-small', 7);
-    kernels = { backend: name, arch: 'cnn-small', batchSize: BATCH, ...k };
-    console.log(`wasm: cnn-small step kernels (${k.calls} calls, ${k.totalMs} ms in kernels; least of 7 profiled steps per call):`);
-    for (const r of k.kernels) if (r.ms >= 0.01) console.log(`  ${r.name.padEnd(30)} ${r.ms.toFixed(2).padStart(6)} ms  ×${r.calls}`);
+  if (!cpu) {
+    // Where a step's time goes: cnn-small, the reference; on a GPU also resnet-mini (autodiff).
+    const profiled = (GPU_BACKENDS.includes(name) ? (['cnn-small', 'resnet-mini'] as const) : (['cnn-small'] as const)).filter((a) => archs.includes(a));
+    kernels[name] = {};
+    for (const arch of profiled)
+      for (const batchSize of GPU_BACKENDS.includes(name) ? batches : [128]) {
+        const k = await kernelBreakdown(ds, arch, batchSize, GPU_BACKENDS.includes(name) ? 3 : 7);
+        (kernels[name] as Record<string, unknown>)[`${arch}@${batchSize}`] = k;
+        console.log(`${name}: ${arch} step kernels at batch ${batchSize} (${k.calls} calls, ${k.totalMs} ms in kernels${name === 'webgpu' ? ' on the GPU' : ''}; least of several profiled steps):`);
+        for (const r of k.kernels.slice(0, 12)) if (r.ms >= 0.005) console.log(`  ${r.name.padEnd(30)} ${r.ms.toFixed(3).padStart(8)} ms ${(100 * r.share).toFixed(1).padStart(5)} %  ×${r.calls}`);
+      }
   }
-  training[name] = { available: true, gpu: info.gpu, reason: info.reason, samplesPerSecond: perArch };
+  training[name] = { available: true, gpu: info.gpu, reason: info.reason, samplesPerSecond: byBatch[128] ?? byBatch[batches[0]], byBatch };
   if (!fastest && !cpu) fastest = info;
 }
 
@@ -252,6 +330,7 @@ function median(values: number[]): number {
 
 interface SweepTiming {
   concurrency: string;
+  backend?: string;
   /** Cells run at once: the main thread's and the worker threads'. */
   threads: number;
   workerThreads: number;
@@ -263,23 +342,27 @@ interface SweepTiming {
 }
 
 /**
- * `rhobench sweep <preset> -c <concurrency>` as a user runs it, in a fresh process (this one has
- * run the training benchmarks and would not stand for a user's), timed from start to exit.
+ * `rhobench sweep <config> -c <concurrency> [-b backend]` as a user runs it, in a fresh process
+ * (this one has run the training benchmarks and would not stand for a user's), timed from start
+ * to exit.
  */
-async function timeCliSweep(preset: string, concurrency: string): Promise<SweepTiming> {
-  const runId = `bench-${preset}-c${concurrency}-${Date.now()}`;
+async function timeCliSweep(config: string, concurrency: string, backend?: string): Promise<SweepTiming> {
+  const runId = `bench-${basename(config, '.json')}-${backend ?? 'auto'}-c${concurrency}-${Date.now()}`;
   const started = performance.now();
-  const child = spawn(process.execPath, [join(REPO_ROOT, 'scripts', 'rhobench.js'), 'sweep', preset, '-c', concurrency, '--run-id', runId], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const args = [join(REPO_ROOT, 'scripts', 'rhobench.js'), 'sweep', config, '-c', concurrency, '--run-id', runId, ...(backend ? ['-b', backend] : [])];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] });
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
   const seconds = (performance.now() - started) / 1000;
-  if (code !== 0) throw new Error(`rhobench sweep ${preset} -c ${concurrency} exited with ${code}`);
+  const what = `rhobench sweep ${config} -c ${concurrency}${backend ? ` -b ${backend}` : ''}`;
+  if (code !== 0) throw new Error(`${what} exited with ${code}`);
   const dir = join(REPO_ROOT, 'results', runId);
   const folder = await readRunFolder(dir);
-  if (!folder) throw new Error(`rhobench sweep ${preset} -c ${concurrency} left no run in ${dir}`);
+  if (!folder) throw new Error(`${what} left no run in ${dir}`);
   const { manifest, cells } = folder;
   const workers = manifest.workers;
   return {
     concurrency,
+    ...(backend ? { backend } : {}),
     cellSeconds: cells.reduce((sum, c) => sum + c.seconds, 0),
     threads: workers?.threads ?? 1,
     workerThreads: workers && 'workerThreads' in workers ? workers.workerThreads : 0,
@@ -288,19 +371,43 @@ async function timeCliSweep(preset: string, concurrency: string): Promise<SweepT
   };
 }
 
+/**
+ * The issue's GPU yardstick: the quick preset without its related pool (36 cells), with wasm on
+ * every core against webgpu at each -c setting asked for. Written to results/ as a config file.
+ */
+async function gpuSweep(settings: string[]): Promise<Record<string, unknown>> {
+  const quick = JSON.parse(await readFile(join(REPO_ROOT, 'bench', 'presets', 'quick.json'), 'utf8'));
+  const config = { ...quick, name: 'quick36', side: quick.side.filter((s: { pool: string }) => s.pool !== 'related') };
+  const path = join(REPO_ROOT, 'results', 'quick36.json');
+  await mkdir(join(REPO_ROOT, 'results'), { recursive: true });
+  await writeAtomic(path, JSON.stringify(config, null, 2) + '\n');
+  const runs: SweepTiming[] = [await timeCliSweep(path, 'auto', 'wasm')];
+  console.log(`quick36 on wasm -c auto (${runs[0].threads} threads): ${runs[0].seconds.toFixed(1)} s`);
+  for (const c of settings) {
+    const t = await timeCliSweep(path, c, 'webgpu');
+    runs.push(t);
+    console.log(`quick36 on webgpu -c ${c} (${t.threads} threads): ${t.seconds.toFixed(1)} s (×${(runs[0].seconds / t.seconds).toFixed(2)} wasm's speed)`);
+  }
+  return { config: 'quick36 (quick without the related pool)', cells: runs[0].cells, runs: runs.map((r) => ({ ...r, seconds: round(r.seconds, 1), cellSeconds: round(r.cellSeconds, 1) })) };
+}
+
+const gpuSweepTimes = opts.gpuSweep ? await gpuSweep(opts.gpuSweep.split(',')) : undefined;
+
 const perfPath = join(REPO_ROOT, 'results', 'perf.json');
 const previous = (await readFile(perfPath, 'utf8').then(JSON.parse).catch(() => ({}))) as Record<string, unknown>;
 const perf = {
   measuredAt: new Date().toISOString(),
   node: process.version,
   tfjs: tf.version.tfjs,
-  batchSize: BATCH,
+  /** samplesPerSecond is at batch 128 (or the first batch measured); byBatch has every batch. */
   trainingSamplesPerSecond: training,
-  /** One training step of the tracked students per backend: forward (model.predict) and the rest. */
+  /** One training step of the tracked students per backend and batch: forward (model.predict) and the rest, dispatches on webgpu. */
   trainingStepMs: steps,
-  trainingKernels: kernels ?? null,
+  /** Per-kernel time of one step, per backend and student@batch (GPU time from timestamp queries on webgpu). */
+  trainingKernels: kernels,
   oracleAnswersPerSecond: oracle ?? previous.oracleAnswersPerSecond ?? null,
   quickPreset: sweep ?? previous.quickPreset ?? null,
+  gpuSweep: gpuSweepTimes ?? previous.gpuSweep ?? null,
   fastestTrainingBackend: fastest?.name ?? 'cpu',
 };
 await mkdir(join(REPO_ROOT, 'results'), { recursive: true });

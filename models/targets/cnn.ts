@@ -4,7 +4,7 @@ import { toTensor } from '../../datasets/split.ts';
 import type { Split } from '../../datasets/types.ts';
 import { withSeed } from '../seed.ts';
 import { buildStudent } from '../students.ts';
-import { fitSoft, predictBatched } from '../train.ts';
+import { fitSoft, logitsOf, predictBatched } from '../train.ts';
 import { STUDENT_ARCHS, type StudentArch, type Target } from '../types.ts';
 import type { TaskName } from '../../datasets/tasks.ts';
 import { baseFields, count, type FamilyModule } from './family.ts';
@@ -37,6 +37,7 @@ export async function fitCnn(data: Split, inputShape: [number, number, number], 
 
 /** The model answers logits; the target answers their softmax. */
 export function cnnTarget(id: string, arch: StudentArch, model: tf.LayersModel, inputShape: [number, number, number], classes: number, testAccuracy = NaN): Target {
+  const logits = logitsOf(model);
   return {
     id,
     family: 'cnn',
@@ -44,7 +45,7 @@ export function cnnTarget(id: string, arch: StudentArch, model: tf.LayersModel, 
     inputShape,
     classes,
     testAccuracy,
-    predictProba: async (x) => predictBatched((b) => tf.softmax(model.predict(b) as tf.Tensor2D), x),
+    predictProba: async (x) => predictBatched((b) => tf.softmax(logits(b)), x),
     dispose: () => model.dispose(),
   };
 }
