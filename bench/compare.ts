@@ -270,6 +270,8 @@ export function configDifferences(base: ManifestLike, next: ManifestLike): Confi
     ...jsonDiff(base.backend?.name, next.backend?.name, 'backend.name'),
     ...jsonDiff(base.backend?.gpu, next.backend?.gpu, 'backend.gpu'),
     ...jsonDiff(a.concurrency, b.concurrency, 'config.concurrency'),
+    // An older manifest without cellsPerThread ran one cell per thread ('auto' then, on CPUs).
+    ...jsonDiff(a.cellsPerThread ?? 'auto', b.cellsPerThread ?? 'auto', 'config.cellsPerThread'),
     // An older manifest without transport ran in process, the only transport it had.
     ...jsonDiff(a.transport ?? 'inprocess', b.transport ?? 'inprocess', 'config.transport'),
     ...(base.machine && next.machine

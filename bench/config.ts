@@ -166,6 +166,12 @@ const sweepFields = {
    * sweeps whose cells cannot leave it (transport "http" without a server, say: see bench/workers.ts).
    */
   concurrency: z.union([count.max(64), z.literal('auto')]).default('auto'),
+  /**
+   * Cells each thread runs interleaved, sharing its backend: on a GPU one cell's step leaves the
+   * device idle while the next is encoded, and another cell's kernels fill the gap. 'auto': 1 on
+   * CPU backends (interleaving there only shares one core), CELLS_PER_GPU_THREAD on a GPU.
+   */
+  cellsPerThread: z.union([count.max(16), z.literal('auto')]).default('auto'),
 };
 
 type SweepEntries = z.output<z.ZodObject<typeof sweepFields>>;

@@ -29,7 +29,7 @@ export function curveKey(c: Cell): string {
 
 /**
  * The config fields that decide which cells exist and what each one measures. The rest (backend,
- * transport, server, concurrency, epsilons, reference, name, description) change how or how fast
+ * transport, server, concurrency, cellsPerThread, epsilons, reference, name, description) change how or how fast
  * cells run, or only the aggregates, so a resumed run or a shard may differ in them.
  */
 export const CELL_FIELDS = ['dataset', 'targets', 'taskSets', 'attacks', 'students', 'side', 'budgets', 'seeds'] as const;

@@ -26,7 +26,7 @@ import { writeTrackerJson } from './tracker.ts';
 import { readCells, readRunJson, RunFiles, RunFolderError, writeAtomic } from './writers.ts';
 import { compareReferences } from './reference.ts';
 import { ATTACKS } from '../attacks/index.ts';
-import { attackRegistryDigest, largestFirst, resolveConcurrency, WorkerPool } from './workers.ts';
+import { attackRegistryDigest, largestFirst, resolveCellsPerThread, resolveConcurrency, WorkerPool } from './workers.ts';
 
 export interface SweepOptions {
   /** Folder holding run folders; default <repo>/results. */
@@ -214,11 +214,13 @@ export interface RunManifest extends Manifest {
   /** The slice of the grid this run covers; absent for a whole run (0/1). */
   shard?: Shard;
   /**
-   * How the last process ran its cells: in the main thread alone, or `threads` at once, the main
-   * thread's and `workerThreads` worker threads'; `crashes` counts workers lost in a cell (each
-   * replaced). Absent when it ran no cell.
+   * How the last process ran its cells: in the main thread alone, or in `threads`, the main
+   * thread and `workerThreads` worker threads, each running `cellsPerThread` cells interleaved;
+   * `crashes` counts workers lost in a cell (each replaced). Absent when it ran no cell.
    */
-  workers?: { threads: number; workerThreads: number; crashes: number } | { threads: 1; mainThread: true };
+  workers?:
+    | { threads: number; workerThreads: number; crashes: number; cellsPerThread?: number }
+    | { threads: 1; mainThread: true; cellsPerThread?: number };
   resumes?: ResumeRecord[];
 }
 
@@ -290,7 +292,7 @@ export function configForResume(
   dir: string,
   recorded: SweepConfig,
   given: SweepConfig | undefined,
-  runtime: Partial<Pick<SweepConfig, 'concurrency' | 'transport'>> = {},
+  runtime: Partial<Pick<SweepConfig, 'concurrency' | 'cellsPerThread' | 'transport'>> = {},
 ): SweepConfig {
   if (given) {
     const diffs = cellConfigDifferences(recorded, given);
@@ -348,6 +350,7 @@ export class SweepRun {
   private pool?: WorkerPool;
   /** Worker threads that were ready when the pool started (0: none joined). */
   private workerThreads = 0;
+  private cellsPerThread = 1;
   /** Threads spawned before preparing, loading their modules meanwhile; openPool starts them. */
   private warm?: WorkerPool;
   private workerPreload: string[] = [];
@@ -481,9 +484,12 @@ export class SweepRun {
     if (!env || !this.pending.length) return this.results;
     const workers = this.openPool(env);
     this.pool = workers?.pool;
-    // In this thread alone, a number above 1 interleaves cells (the HTTP transport's own server).
-    const here = workers ? 1 : resolveConcurrency(this.config.concurrency, this.pending.length, { inThread: true });
-    this.manifest.workers = { threads: 1, mainThread: true };
+    // Each thread interleaves cellsPerThread cells; in this thread alone, a concurrency above 1
+    // interleaves that many more (the HTTP transport's own server).
+    const perThread = resolveCellsPerThread(this.config.cellsPerThread, env.backend);
+    this.cellsPerThread = perThread;
+    const here = perThread * (workers ? 1 : resolveConcurrency(this.config.concurrency, this.pending.length, { inThread: true }));
+    this.manifest.workers = { threads: 1, mainThread: true, cellsPerThread: perThread };
     // With worker threads the largest cells go first, so that none is left running alone at the
     // end (the files are put back in grid order when the run ends).
     const queue = workers ? largestFirst(this.pending) : [...this.pending];
@@ -538,7 +544,7 @@ export class SweepRun {
         workers.ready.then(async (ok) => {
           if (!ok) return;
           this.workerThreads = workers.pool.size;
-          await Promise.all(Array.from({ length: this.workerThreads }, () => runner(inWorker, () => workers.pool.size > 0, false)));
+          await Promise.all(Array.from({ length: this.workerThreads * perThread }, () => runner(inWorker, () => workers.pool.size > 0, false)));
         }),
       );
     }
@@ -578,9 +584,10 @@ export class SweepRun {
       isCrash: (r: CellResult) => Boolean(r.error?.startsWith(BACKEND_CRASH)),
     };
     log(`cells run in this thread now, and in ${threads - 1} worker thread${threads === 2 ? '' : 's'} as soon as they are ready (each with its own ${env.backend.name} backend, data and targets)`);
-    const ready = pool.start(init, attackRegistryDigest(ATTACKS), hooks, threads - 1).then((started) => {
+    const perThread = resolveCellsPerThread(this.config.cellsPerThread, env.backend);
+    const ready = pool.start(init, attackRegistryDigest(ATTACKS), hooks, threads - 1, perThread).then((started) => {
       if (started === true) {
-        log(`${pool.size} worker thread${pool.size === 1 ? '' : 's'} ready: ${pool.size + 1} cells at a time`);
+        log(`${pool.size} worker thread${pool.size === 1 ? '' : 's'} ready: ${(pool.size + 1) * perThread} cells at a time${perThread > 1 ? ` (${perThread} interleaved in each thread)` : ''}`);
         return true;
       }
       log(`cells run in this thread only: ${started.reason}`);
@@ -623,7 +630,7 @@ export class SweepRun {
     this.manifest.finishedAt = new Date().toISOString();
     this.manifest.cells = counts;
     if (this.pool && this.workerThreads) {
-      this.manifest.workers = { threads: 1 + this.workerThreads, workerThreads: this.workerThreads, crashes: this.pool.crashes };
+      this.manifest.workers = { threads: 1 + this.workerThreads, workerThreads: this.workerThreads, crashes: this.pool.crashes, cellsPerThread: this.cellsPerThread };
     }
     await this.pool?.close();
     await this.warm?.close();

@@ -27,6 +27,14 @@ export function resolveConcurrency(
   return Math.max(1, Math.min(opts.cores ?? availableParallelism(), cells, fits));
 }
 
+/** 'auto' cells per thread on a GPU backend: a first choice, until a GPU measurement settles it (README, Backends and speed). */
+export const CELLS_PER_GPU_THREAD = 2;
+
+/** A config's `cellsPerThread` for a backend: 'auto' interleaves only on a GPU. */
+export function resolveCellsPerThread(setting: SweepConfig['cellsPerThread'], backend: { gpu: boolean }): number {
+  return setting === 'auto' ? (backend.gpu ? CELLS_PER_GPU_THREAD : 1) : setting;
+}
+
 /**
  * Cells in the order several threads should take them: longest first (longest-processing-time
  * scheduling), by budget, the measure of a cell's work (queries asked, a student trained on
@@ -108,14 +116,15 @@ interface Pending extends CellJob {
 const ENTRY = new URL('./cell-worker.mjs', import.meta.url);
 
 /**
- * One worker thread running one cell at a time. It starts loading its modules at once (most of a
- * worker's start-up) and prepares its environment when `start` sends the init: a sweep spawns its
- * threads before preparing its own environment, so the two overlap.
+ * One worker thread running cells (as many at once as the pool's cellsPerThread). It starts
+ * loading its modules at once (most of a worker's start-up) and prepares its environment when
+ * `start` sends the init: a sweep spawns its threads before preparing its own environment, so the
+ * two overlap.
  */
 class CellThread {
   readonly worker: Worker;
   readonly ready: Promise<{ attacks: string }>;
-  job?: Pending;
+  readonly jobs = new Map<number, Pending>();
   dead = false;
   /** It prepared its environment and took work: worth replacing when it dies. */
   wasReady = false;
@@ -164,7 +173,7 @@ class CellThread {
   }
 
   run(job: Pending): void {
-    this.job = job;
+    this.jobs.set(job.id, job);
     this.worker.postMessage({ type: 'run', id: job.id, cell: job.cell, sample: job.sample } satisfies ToWorker);
   }
 
@@ -176,8 +185,9 @@ class CellThread {
 
 /**
  * Worker threads that run a sweep's cells, each thread with its own tfjs backend, data and targets,
- * one cell at a time. A cell whose worker crashes (a wasm RuntimeError, which damages that thread's
- * heap, or the thread dying) is recorded as failed and the thread is replaced by a fresh one.
+ * `cellsPerThread` cells at a time. A cell whose worker crashes (a wasm RuntimeError, which damages
+ * that thread's heap, or the thread dying) is recorded as failed, as are the others in flight
+ * there, and the thread is replaced by a fresh one.
  * Made in two steps, so that the first overlaps the main thread's own preparation: `spawn` (the
  * threads load their modules), then `start` (they prepare the sweep's environment).
  */
@@ -194,6 +204,8 @@ export class WorkerPool {
   private spawnError?: string;
   /** Threads lost in a cell (each replaced). */
   crashes = 0;
+  /** Cells each thread runs at once (set by start). */
+  private cellsPerThread = 1;
 
   private constructor() {}
 
@@ -217,9 +229,10 @@ export class WorkerPool {
    * the main thread: no thread started, or the threads' attack registry differs from the main
    * thread's (`attacks`, an attackRegistryDigest).
    */
-  async start(init: WorkerInit, attacks: string, hooks: PoolHooks, size = this.threads.size): Promise<true | { reason: string }> {
+  async start(init: WorkerInit, attacks: string, hooks: PoolHooks, size = this.threads.size, cellsPerThread = 1): Promise<true | { reason: string }> {
     this.init = init;
     this.hooks = hooks;
+    this.cellsPerThread = cellsPerThread;
     const threads = [...this.threads];
     await Promise.all(threads.slice(size).map((t) => (this.threads.delete(t), t.stop())));
     const kept = threads.slice(0, size);
@@ -270,14 +283,15 @@ export class WorkerPool {
   private dispatch(): void {
     for (const thread of this.threads) {
       if (!this.queue.length) return;
-      if (thread.dead || thread.job) continue;
+      if (thread.dead || thread.jobs.size >= this.cellsPerThread) continue;
       // Only threads that are ready take work; ready resolves before any other message arrives.
       void thread.ready.then(
         () => {
-          if (thread.dead || thread.job || !this.queue.length) return;
-          const job = this.queue.shift() as Pending;
-          job.started = performance.now();
-          thread.run(job);
+          while (!thread.dead && thread.jobs.size < this.cellsPerThread && this.queue.length) {
+            const job = this.queue.shift() as Pending;
+            job.started = performance.now();
+            thread.run(job);
+          }
         },
         () => {},
       );
@@ -287,10 +301,10 @@ export class WorkerPool {
 
   private message(thread: CellThread, msg: FromWorker): void {
     if (msg.type === 'log') this.hooks.log(`worker ${thread.number}: ${msg.message}`);
-    else if (msg.type === 'step' && thread.job?.id === msg.id) thread.job.onStep?.(msg.done, msg.total, msg.phase);
-    else if (msg.type === 'result' && thread.job?.id === msg.id) {
-      const job = thread.job;
-      thread.job = undefined;
+    else if (msg.type === 'step') thread.jobs.get(msg.id)?.onStep?.(msg.done, msg.total, msg.phase);
+    else if (msg.type === 'result' && thread.jobs.has(msg.id)) {
+      const job = thread.jobs.get(msg.id) as Pending;
+      thread.jobs.delete(msg.id);
       if (this.hooks.isCrash(msg.result)) {
         // The thread's wasm heap is damaged: every later cell there would fail too.
         this.crashes++;
@@ -305,16 +319,16 @@ export class WorkerPool {
   private death(thread: CellThread, error: string): void {
     this.threads.delete(thread);
     if (!this.init) this.spawnError ??= error; // died loading its modules: start reports it
-    const job = thread.job;
-    thread.job = undefined;
+    const jobs = [...thread.jobs.values()];
+    thread.jobs.clear();
     if (this.closed) {
-      job?.resolve(this.hooks.crashed(job.cell, 'stopped', (performance.now() - job.started) / 1000));
+      for (const job of jobs) job.resolve(this.hooks.crashed(job.cell, 'stopped', (performance.now() - job.started) / 1000));
       return;
     }
-    if (job) {
+    if (jobs.length) {
       this.crashes++;
-      this.hooks.log(`${error} in a cell; the cell is recorded as failed and a fresh worker takes its place`);
-      job.resolve(this.hooks.crashed(job.cell, error, (performance.now() - job.started) / 1000));
+      this.hooks.log(`${error} in a cell; ${jobs.length === 1 ? 'the cell is' : `its ${jobs.length} cells in flight are`} recorded as failed and a fresh worker takes its place`);
+      for (const job of jobs) job.resolve(this.hooks.crashed(job.cell, error, (performance.now() - job.started) / 1000));
     } else if (thread.wasReady) {
       this.hooks.log(`${error} between cells; a fresh worker takes its place`);
     }
@@ -327,6 +341,9 @@ export class WorkerPool {
   private replace(thread: CellThread): void {
     this.threads.delete(thread);
     void thread.stop();
+    // Cells in flight beside the one that crashed share its damaged heap.
+    for (const job of thread.jobs.values()) job.resolve(this.hooks.crashed(job.cell, `worker ${thread.number} crashed in another cell`, (performance.now() - job.started) / 1000));
+    thread.jobs.clear();
     this.spawnReplacement();
   }
 
@@ -347,9 +364,8 @@ export class WorkerPool {
     const threads = [...this.threads];
     await Promise.all(threads.map((t) => t.stop()));
     for (const t of threads) {
-      const job = t.job;
-      t.job = undefined;
-      job?.resolve(this.hooks.crashed(job.cell, 'stopped', (performance.now() - job.started) / 1000));
+      for (const job of t.jobs.values()) job.resolve(this.hooks.crashed(job.cell, 'stopped', (performance.now() - job.started) / 1000));
+      t.jobs.clear();
     }
     this.threads.clear();
     this.failQueued('stopped');

@@ -19,17 +19,19 @@ export function seedGlobalRandom(seed: number): () => void {
 }
 
 /**
- * Runs fn with a seeded Math.random. Only the synchronous part before fn's first await is
- * guaranteed to see it alone, so build models inside and keep randomness in awaited code
- * (shuffles) on generators of its own (rng).
+ * Runs fn with a seeded Math.random for its synchronous part (building a model initialises its
+ * weights there), restored before anything else can run: cells interleaved in one thread each
+ * see their own generator. Randomness in awaited code must use generators of its own (rng).
  */
 export async function withSeed<T>(seed: number, fn: () => T | Promise<T>): Promise<T> {
   const restore = seedGlobalRandom(seed);
+  let out: T | Promise<T>;
   try {
-    return await fn();
+    out = fn();
   } finally {
     restore();
   }
+  return await out;
 }
 
 /** k distinct indices from [0, n), a prefix of one seeded permutation: budgets of one seed are nested. */

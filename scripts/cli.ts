@@ -62,12 +62,14 @@ function intList(value: string): number[] {
   return items;
 }
 
-function concurrencyValue(value: string): SweepConfig['concurrency'] {
+const autoOrCount = (max: number) => (value: string): number | 'auto' => {
   if (value === 'auto') return 'auto';
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1 || n > 64) throw new InvalidArgumentError(`expected "auto" or a whole number from 1 to 64, got "${value}"`);
+  if (!Number.isInteger(n) || n < 1 || n > max) throw new InvalidArgumentError(`expected "auto" or a whole number from 1 to ${max}, got "${value}"`);
   return n;
-}
+};
+const concurrencyValue = autoOrCount(64);
+const cellsPerThreadValue = autoOrCount(16);
 
 interface SweepFlags {
   backend?: BackendName;
@@ -76,6 +78,7 @@ interface SweepFlags {
   seeds?: number[];
   budgets?: number[];
   concurrency?: SweepConfig['concurrency'];
+  cellsPerThread?: SweepConfig['cellsPerThread'];
   transport?: SweepConfig['transport'];
   /** A run folder, or true (bare --resume): the --results/--run-id folder, started when it holds no run yet. */
   resume?: string | true;
@@ -95,7 +98,11 @@ async function experiment(path: string, json: unknown, flags: SweepFlags): Promi
   const config = parseExperimentConfig(json, basename(path), { seeds: flags.seeds });
   const log = (line: string) => console.error(`[${config.name}] ${line}`);
   log(`${config.experiment.name}: ${config.experiment.description}`);
-  const ignored = [flags.backend && `--backend ${flags.backend}`, flags.concurrency !== undefined && `--concurrency ${flags.concurrency}`].filter(Boolean);
+  const ignored = [
+    flags.backend && `--backend ${flags.backend}`,
+    flags.concurrency !== undefined && `--concurrency ${flags.concurrency}`,
+    flags.cellsPerThread !== undefined && `--cells-per-thread ${flags.cellsPerThread}`,
+  ].filter(Boolean);
   if (ignored.length) log(`${ignored.join(' and ')} not used: experiments compute in float64 JavaScript, without tfjs`);
   let result;
   try {
@@ -134,7 +141,11 @@ async function openRun(given: SweepConfig | undefined, flags: SweepFlags, progre
   const recorded = folder.manifest.config;
   // Without a config argument, --seeds/--budgets still ask for cells: check them against the run's.
   const candidate = given ?? { ...recorded, ...(flags.seeds ? { seeds: flags.seeds } : {}), ...(flags.budgets ? { budgets: flags.budgets } : {}) };
-  const runtime = { ...(flags.concurrency ? { concurrency: flags.concurrency } : {}), ...(flags.transport ? { transport: flags.transport } : {}) };
+  const runtime = {
+    ...(flags.concurrency ? { concurrency: flags.concurrency } : {}),
+    ...(flags.cellsPerThread ? { cellsPerThread: flags.cellsPerThread } : {}),
+    ...(flags.transport ? { transport: flags.transport } : {}),
+  };
   return SweepRun.resume(dir, configForResume(dir, recorded, candidate, runtime), common);
 }
 
@@ -150,6 +161,7 @@ async function sweep(configArg: string | undefined, flags: SweepFlags): Promise<
       ...(flags.seeds ? { seeds: flags.seeds } : {}),
       ...(flags.budgets ? { budgets: flags.budgets } : {}),
       ...(flags.concurrency ? { concurrency: flags.concurrency } : {}),
+      ...(flags.cellsPerThread ? { cellsPerThread: flags.cellsPerThread } : {}),
       ...(flags.transport ? { transport: flags.transport } : {}),
     };
   }
@@ -264,7 +276,8 @@ program
   .option('--run-id <id>', 'name of the run folder (default <config name>-<timestamp>)')
   .option('--seeds <list>', 'override the seeds, e.g. 1,2,3', intList)
   .option('--budgets <list>', 'override the query budgets, e.g. 100,1000', intList)
-  .option('-c, --concurrency <n>', 'cells in flight at once, each in a worker thread of its own: a number, or "auto" (one per core; the default when the config sets none); 1 runs them one at a time in the main thread. Overrides the config', concurrencyValue)
+  .option('-c, --concurrency <n>', 'threads running cells, each a worker thread of its own with its own backend: a number, or "auto" (one per core; the default when the config sets none); 1 runs cells in the main thread. Overrides the config', concurrencyValue)
+  .option('--cells-per-thread <n>', 'cells each thread runs interleaved, sharing its backend: a number, or "auto" (1 on CPU backends, 2 on a GPU; the default). Overrides the config', cellsPerThreadValue)
   .addOption(new Option('-t, --transport <name>', 'how attacks reach the targets (overrides the config)').choices([...TRANSPORTS]))
   .option('--resume [dir]', 'continue the run in DIR (results/<run-id>): keep its finished cells, run failed and missing ones; bare --resume continues --run-id, or starts it when it holds no run yet')
   .option('--shard <i/n>', 'run shard i of n (0-based, 0 ≤ i < n): the grid cells whose index mod n is i; merge the shards with `rhobench merge`')

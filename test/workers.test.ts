@@ -12,7 +12,7 @@ import { REPO_ROOT } from '../bench/manifest.ts';
 import { queryGridPath } from '../bench/query-samples.ts';
 import { runSweep, type RunManifest } from '../bench/runner.ts';
 import type { CellResult } from '../bench/types.ts';
-import { attackRegistryDigest, largestFirst, resolveConcurrency } from '../bench/workers.ts';
+import { CELLS_PER_GPU_THREAD, attackRegistryDigest, largestFirst, resolveCellsPerThread, resolveConcurrency } from '../bench/workers.ts';
 import { TEST_CACHE } from './helpers.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'rhobench-workers-'));
@@ -66,9 +66,25 @@ test("'auto' concurrency is one cell per core, at most one per cell, and one in 
   assert.throws(() => parseSweepConfig({ ...tinyJson, concurrency: 'many' }), /concurrency/);
 });
 
+/** The tiny sweep one cell at a time in this thread: the reference the concurrent runs must equal. */
+let oneAtATime: Promise<CellResult[]> | undefined;
+const reference = () => (oneAtATime ??= runSweep({ ...tiny, concurrency: 1 }, { resultsDir, cacheDir: TEST_CACHE, runId: 'one' }).then((r) => r.results));
+
+function assertSameCells(got: CellResult[], want: CellResult[], where: string): void {
+  assert.equal(got.map(cellKey), expandCells(tiny).map(cellKey), 'every cell once, put back in grid order when the run ended');
+  const byKey = new Map(want.map((r) => [cellKey(r), r]));
+  for (const r of got) {
+    const o = byKey.get(cellKey(r))!;
+    assert.is(r.status, o.status, cellKey(r));
+    assert.is(r.rho, o.rho, `${cellKey(r)}: ρ ${r.rho} ${where} vs ${o.rho} one at a time`);
+    assert.is(r.studentAccuracy, o.studentAccuracy, cellKey(r));
+  }
+  assert.ok(got.filter((r) => r.status === 'ok').length >= 5 && got.every((r) => r.status !== 'failed'));
+}
+
 test('2 cells at a time (the CLI through its bin shim: this thread and a worker) give the cells and ρ of 1 at a time', async () => {
-  const one = await runSweep({ ...tiny, concurrency: 1 }, { resultsDir, cacheDir: TEST_CACHE, runId: 'one' });
-  assert.equal(json(join(resultsDir, 'one', 'manifest.json')).workers, { threads: 1, mainThread: true });
+  const one = await reference();
+  assert.equal(json(join(resultsDir, 'one', 'manifest.json')).workers, { threads: 1, mainThread: true, cellsPerThread: 1 });
 
   const cli = await rhobench(['sweep', tinyPath, '-c', '2', '--json', '--results', resultsDir, '--run-id', 'two']);
   assert.is(cli.code, 0, cli.err);
@@ -76,19 +92,9 @@ test('2 cells at a time (the CLI through its bin shim: this thread and a worker)
   assert.ok(logs.some((m) => /1 worker thread ready: 2 cells at a time/.test(m)), logs.join('\n'));
   const dir = join(resultsDir, 'two');
   const manifest: RunManifest = json(join(dir, 'manifest.json'));
-  assert.equal(manifest.workers, { threads: 2, workerThreads: 1, crashes: 0 });
+  assert.equal(manifest.workers, { threads: 2, workerThreads: 1, crashes: 0, cellsPerThread: 1 });
   assert.is(manifest.config.concurrency, 2);
-
-  const two = cellsOf(dir);
-  assert.equal(two.map(cellKey), expandCells(tiny).map(cellKey), 'every cell once, put back in grid order when the run ended');
-  const byKey = new Map(one.results.map((r) => [cellKey(r), r]));
-  for (const r of two) {
-    const o = byKey.get(cellKey(r))!;
-    assert.is(r.status, o.status, cellKey(r));
-    assert.is(r.rho, o.rho, `${cellKey(r)}: ρ ${r.rho} in a worker vs ${o.rho} in the main thread`);
-    assert.is(r.studentAccuracy, o.studentAccuracy, cellKey(r));
-  }
-  assert.ok(two.filter((r) => r.status === 'ok').length >= 5 && two.every((r) => r.status !== 'failed'));
+  assertSameCells(cellsOf(dir), one, 'in a worker');
   // The main thread hands each picture to one cell: the same three as a one-thread run draws.
   for (const [attack, side] of [['knockoff', 'same+probs'], ['knockoff', 'noise+label'], ['distillation', 'same+probs']]) {
     assert.ok(existsSync(queryGridPath(dir, { target: 'nb', attack, side })), `${attack} ${side}`);
@@ -98,6 +104,25 @@ test('2 cells at a time (the CLI through its bin shim: this thread and a worker)
   const bad = await rhobench(['sweep', tinyPath, '-c', '0', '--results', resultsDir]);
   assert.is(bad.code, 2);
   assert.match(bad.err, /expected "auto" or a whole number from 1 to 64, got "0"/);
+});
+
+test('cells interleaved in a thread (3 in this one; 2 in each of two threads through the CLI) give the cells and ρ of 1 at a time', async () => {
+  const one = await reference();
+  const here = await runSweep({ ...tiny, concurrency: 1, cellsPerThread: 3 }, { resultsDir, cacheDir: TEST_CACHE, runId: 'interleaved' });
+  assert.equal(json(join(resultsDir, 'interleaved', 'manifest.json')).workers, { threads: 1, mainThread: true, cellsPerThread: 3 });
+  assertSameCells(cellsOf(join(resultsDir, 'interleaved')), one, 'interleaved');
+  assert.is(here.results.length, one.length);
+
+  const cli = await rhobench(['sweep', tinyPath, '-c', '2', '--cells-per-thread', '2', '--json', '--results', resultsDir, '--run-id', 'two-by-two']);
+  assert.is(cli.code, 0, cli.err);
+  const logs = cli.out.trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.event === 'log').map((e) => e.message as string);
+  assert.ok(logs.some((m) => /1 worker thread ready: 4 cells at a time \(2 interleaved in each thread\)/.test(m)), logs.join('\n'));
+  assert.equal(json(join(resultsDir, 'two-by-two', 'manifest.json')).workers, { threads: 2, workerThreads: 1, crashes: 0, cellsPerThread: 2 });
+  assertSameCells(cellsOf(join(resultsDir, 'two-by-two')), one, 'two threads of two');
+  assert.is(resolveCellsPerThread('auto', { gpu: false }), 1);
+  assert.is(resolveCellsPerThread('auto', { gpu: true }), CELLS_PER_GPU_THREAD);
+  assert.is(resolveCellsPerThread(5, { gpu: false }), 5);
+  assert.throws(() => parseSweepConfig({ ...tinyJson, cellsPerThread: 17 }), /cellsPerThread/);
 });
 
 test('with worker threads the largest cells go first, grid order among equals', () => {
@@ -177,7 +202,7 @@ test('a crash fails its cell only: a crashed worker is replaced, a crashed main 
       assert.is(cell(attack, 2).rho, reference.rho, attack);
     }
     const manifest: RunManifest = json(join(resultsDir, 'crash', 'manifest.json'));
-    assert.equal(manifest.workers, { threads: 3, workerThreads: 2, crashes: 1 });
+    assert.equal(manifest.workers, { threads: 3, workerThreads: 2, crashes: 1, cellsPerThread: 1 });
     assert.equal(manifest.cells, { total: 6, ok: 4, notApplicable: 0, failed: 2 });
     assert.is(manifest.status, 'finished');
   } finally {
@@ -196,7 +221,7 @@ test('an attack registered in this thread only keeps the cells here, where it ex
     const config = { ...tiny, attacks: ['main-only'] as unknown as SweepConfig['attacks'], side: [tiny.side[0]], concurrency: 2 };
     const run = await runSweep(config, { resultsDir, cacheDir: TEST_CACHE, runId: 'main-only', progress });
     assert.ok(logs.some((m) => /cells run in this thread only: the attack registry was changed/.test(m)), logs.join('\n'));
-    assert.equal(run.manifest.workers, { threads: 1, mainThread: true });
+    assert.equal(run.manifest.workers, { threads: 1, mainThread: true, cellsPerThread: 1 });
     assert.ok(run.results.every((r) => r.status === 'ok'), JSON.stringify(run.results.map((r) => r.error)));
   } finally {
     delete ATTACKS['main-only'];
