@@ -41,10 +41,11 @@ const opts = new Command()
   .option('--backends <list>', 'backends to measure (default: webgpu where Dawn offers a hardware adapter, then tensorflow, wasm, cpu)')
   .option('--students <list>', 'students to train (default: all)')
   .option('--batches <list>', 'batch sizes to train at (default: 128,1024 on webgpu and tensorflow, 128 on wasm and cpu)', wholeNumbers)
-  .option('--gpu-sweep <settings>', 'time the 36-cell sweep (quick without the related pool) on webgpu at these -c settings (e.g. 1,4,auto), beside wasm -c auto')
+  .option('--gpu-sweep <settings>', 'time the 36-cell sweep (quick without the related pool) on webgpu at these settings, each -c or -c:cells-per-thread (e.g. 1,1:4,4:2,auto), beside wasm -c auto')
+  .option('--gpu-sweep-config <path>', 'the config --gpu-sweep times instead of quick without its related pool')
   .option('--sweep-pairs <n>', 'times to run the quick preset one cell at a time and then one per core', (v) => wholeNumbers(v)[0], 1)
   .parse()
-  .opts<{ skipSweep?: boolean; trainingOnly?: boolean; backends?: string; students?: string; batches?: number[]; gpuSweep?: string; sweepPairs: number }>();
+  .opts<{ skipSweep?: boolean; trainingOnly?: boolean; backends?: string; students?: string; batches?: number[]; gpuSweep?: string; gpuSweepConfig?: string; sweepPairs: number }>();
 
 type Measured = 'webgpu' | 'tensorflow' | 'wasm' | 'cpu';
 const GPU_BACKENDS: readonly Measured[] = ['webgpu', 'tensorflow'];
@@ -331,6 +332,7 @@ function median(values: number[]): number {
 interface SweepTiming {
   concurrency: string;
   backend?: string;
+  cellsPerThread: number;
   /** Cells run at once: the main thread's and the worker threads'. */
   threads: number;
   workerThreads: number;
@@ -346,14 +348,14 @@ interface SweepTiming {
  * (this one has run the training benchmarks and would not stand for a user's), timed from start
  * to exit.
  */
-async function timeCliSweep(config: string, concurrency: string, backend?: string): Promise<SweepTiming> {
-  const runId = `bench-${basename(config, '.json')}-${backend ?? 'auto'}-c${concurrency}-${Date.now()}`;
+async function timeCliSweep(config: string, concurrency: string, backend?: string, cellsPerThread?: string): Promise<SweepTiming> {
+  const runId = `bench-${basename(config, '.json')}-${backend ?? 'auto'}-c${concurrency}${cellsPerThread ? `x${cellsPerThread}` : ''}-${Date.now()}`;
   const started = performance.now();
-  const args = [join(REPO_ROOT, 'scripts', 'rhobench.js'), 'sweep', config, '-c', concurrency, '--run-id', runId, ...(backend ? ['-b', backend] : [])];
+  const args = [join(REPO_ROOT, 'scripts', 'rhobench.js'), 'sweep', config, '-c', concurrency, '--run-id', runId, ...(backend ? ['-b', backend] : []), ...(cellsPerThread ? ['--cells-per-thread', cellsPerThread] : [])];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'] });
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
   const seconds = (performance.now() - started) / 1000;
-  const what = `rhobench sweep ${config} -c ${concurrency}${backend ? ` -b ${backend}` : ''}`;
+  const what = `rhobench sweep ${config} -c ${concurrency}${backend ? ` -b ${backend}` : ''}${cellsPerThread ? ` --cells-per-thread ${cellsPerThread}` : ''}`;
   if (code !== 0) throw new Error(`${what} exited with ${code}`);
   const dir = join(REPO_ROOT, 'results', runId);
   const folder = await readRunFolder(dir);
@@ -363,6 +365,7 @@ async function timeCliSweep(config: string, concurrency: string, backend?: strin
   return {
     concurrency,
     ...(backend ? { backend } : {}),
+    cellsPerThread: workers?.cellsPerThread ?? 1,
     cellSeconds: cells.reduce((sum, c) => sum + c.seconds, 0),
     threads: workers?.threads ?? 1,
     workerThreads: workers && 'workerThreads' in workers ? workers.workerThreads : 0,
@@ -376,19 +379,24 @@ async function timeCliSweep(config: string, concurrency: string, backend?: strin
  * every core against webgpu at each -c setting asked for. Written to results/ as a config file.
  */
 async function gpuSweep(settings: string[]): Promise<Record<string, unknown>> {
-  const quick = JSON.parse(await readFile(join(REPO_ROOT, 'bench', 'presets', 'quick.json'), 'utf8'));
-  const config = { ...quick, name: 'quick36', side: quick.side.filter((s: { pool: string }) => s.pool !== 'related') };
-  const path = join(REPO_ROOT, 'results', 'quick36.json');
-  await mkdir(join(REPO_ROOT, 'results'), { recursive: true });
-  await writeAtomic(path, JSON.stringify(config, null, 2) + '\n');
-  const runs: SweepTiming[] = [await timeCliSweep(path, 'auto', 'wasm')];
-  console.log(`quick36 on wasm -c auto (${runs[0].threads} threads): ${runs[0].seconds.toFixed(1)} s`);
-  for (const c of settings) {
-    const t = await timeCliSweep(path, c, 'webgpu');
-    runs.push(t);
-    console.log(`quick36 on webgpu -c ${c} (${t.threads} threads): ${t.seconds.toFixed(1)} s (×${(runs[0].seconds / t.seconds).toFixed(2)} wasm's speed)`);
+  let path = opts.gpuSweepConfig;
+  if (!path) {
+    const quick = JSON.parse(await readFile(join(REPO_ROOT, 'bench', 'presets', 'quick.json'), 'utf8'));
+    const config = { ...quick, name: 'quick36', side: quick.side.filter((s: { pool: string }) => s.pool !== 'related') };
+    path = join(REPO_ROOT, 'results', 'quick36.json');
+    await mkdir(join(REPO_ROOT, 'results'), { recursive: true });
+    await writeAtomic(path, JSON.stringify(config, null, 2) + '\n');
   }
-  return { config: 'quick36 (quick without the related pool)', cells: runs[0].cells, runs: runs.map((r) => ({ ...r, seconds: round(r.seconds, 1), cellSeconds: round(r.cellSeconds, 1) })) };
+  const name = basename(path, '.json');
+  const runs: SweepTiming[] = [await timeCliSweep(path, 'auto', 'wasm')];
+  console.log(`${name} on wasm -c auto (${runs[0].threads} threads): ${runs[0].seconds.toFixed(1)} s`);
+  for (const setting of settings) {
+    const [c, k] = setting.split(':');
+    const t = await timeCliSweep(path, c, 'webgpu', k);
+    runs.push(t);
+    console.log(`${name} on webgpu -c ${c}${k ? ` --cells-per-thread ${k}` : ''} (${t.threads} threads × ${t.cellsPerThread}): ${t.seconds.toFixed(1)} s (×${(runs[0].seconds / t.seconds).toFixed(2)} wasm's speed)`);
+  }
+  return { config: opts.gpuSweepConfig ? name : 'quick36 (quick without the related pool)', cells: runs[0].cells, runs: runs.map((r) => ({ ...r, seconds: round(r.seconds, 1), cellSeconds: round(r.cellSeconds, 1) })) };
 }
 
 const gpuSweepTimes = opts.gpuSweep ? await gpuSweep(opts.gpuSweep.split(',')) : undefined;
