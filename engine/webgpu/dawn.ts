@@ -1,3 +1,5 @@
+import { cacheBindGroups } from './bind-groups.ts';
+
 /**
  * Dawn (the optional `webgpu` package) in Node: its GPU object, one adapter and one device per
  * thread. Node 20 has no `navigator`; Dawn's object is installed where tfjs-backend-webgpu looks
@@ -107,6 +109,7 @@ async function open(): Promise<DawnDevice> {
     maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
   };
   const device = await adapter.requestDevice({ requiredFeatures: wanted, requiredLimits });
+  cacheBindGroups(device as unknown as Parameters<typeof cacheBindGroups>[0]);
   const info: AdapterInfo = {
     vendor: adapter.info?.vendor,
     architecture: adapter.info?.architecture,
