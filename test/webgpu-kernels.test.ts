@@ -119,6 +119,30 @@ test('webgpu ReLU, pooling and bias gradients match the cpu composition (rows 1 
   }
 });
 
+test('webgpu MaxPoolGrad matches the cpu backend: overlapping windows, same padding, odd sizes, ties', async () => {
+  if (!(await onGpu('MaxPoolGrad'))) return;
+  const shapes: [number, number, number, number, number, number, 'same' | 'valid'][] = [
+    // [n, h, w, c, pool, stride, pad]
+    [2, 8, 6, 3, 2, 2, 'valid'],
+    [2, 7, 9, 2, 2, 2, 'valid'], // the last row and column lie in no window
+    [2, 9, 9, 3, 3, 3, 'valid'],
+    [2, 7, 6, 5, 3, 1, 'same'], // overlapping windows clipped at the borders: gradients add up
+    [1, 5, 7, 4, 2, 2, 'same'],
+    [1024, 4, 4, 2, 3, 2, 'same'],
+  ];
+  for (const [n, h, w, c, p, s, pad] of shapes) {
+    // Coarse values and zeros: many exact ties inside windows.
+    const x = Float32Array.from(fill(n * h * w * c, 0.4), (v) => Math.round(v * 3) / 3);
+    const outShape = tf.backend_util.computePool2DInfo([n, h, w, c], p, s, 1, pad);
+    const g = fill(n * outShape.outHeight * outShape.outWidth * c);
+    await cpuVs('webgpu', `maxPool ${[n, h, w, c, p, s, pad]}`, () => {
+      const xt = tf.tensor4d(x, [n, h, w, c]);
+      const gt = tf.tensor4d(g, [n, outShape.outHeight, outShape.outWidth, c]);
+      return [tf.maxPool(xt, p, s, pad), tf.grad((v: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(v as tf.Tensor4D, p, s, pad), gt)))(xt)];
+    });
+  }
+});
+
 test('webgpu soft cross-entropy kernel: loss and gradient as the cpu ops give them (T 1 and 2.5; 3, 300 and 1,500 rows)', async () => {
   if (!(await onGpu('the soft cross-entropy kernel'))) return;
   for (const rows of [3, 300, 1500])

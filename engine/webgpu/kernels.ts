@@ -2,13 +2,13 @@ import * as tf from '@tensorflow/tfjs';
 import { convGeometry } from '../geometry.ts';
 import { ADAM_STEP, CONV_RELU_POOL, CONV_RELU_POOL_GRAD, POOL_RELU_BIAS_GRAD, RELU_BIAS_GRAD, SOFT_CROSS_ENTROPY, type AdamStepAttrs } from '../kernel-names.ts';
 import { convBackpropInput, convReluPool, filterGrad } from './conv.ts';
-import { adamStep, poolReluBiasGrad, reluBiasGrad, softCrossEntropy } from './elementwise.ts';
+import { adamStep, maxPoolGrad, poolReluBiasGrad, reluBiasGrad, softCrossEntropy } from './elementwise.ts';
 import type { WebGPUBackend } from './program.ts';
 
 /**
  * Kernels for the 'webgpu' backend: the fused kernels of engine/kernel-names.ts, which the
  * hand-derived training step (models/sequential-step.ts) runs, and replacements for tfjs's
- * Conv2DBackpropFilter (see filterGrad) and Conv2DBackpropInput. Each is checked against the cpu
+ * Conv2DBackpropFilter (see filterGrad), Conv2DBackpropInput and MaxPoolGrad (one dispatch, not two). Each is checked against the cpu
  * backend in test/webgpu-kernels.test.ts.
  */
 
@@ -46,6 +46,16 @@ const KERNELS: Record<string, (original: KernelFn | undefined) => KernelFn> = {
     const { dy, filter } = args.inputs;
     if (args.attrs.dataFormat === 'NCHW' || dy.dtype !== 'float32' || filter.dtype !== 'float32') return original!(args);
     return convBackpropInput(args.backend as WebGPUBackend, dy, filter, convGeometry(args.attrs.inputShape as number[], filter.shape, args.attrs));
+  },
+  MaxPoolGrad: (original) => (args) => {
+    const { dy, input } = args.inputs;
+    if (dy.dtype !== 'float32' || input.dtype !== 'float32') return original!(args);
+    const a = args.attrs as { filterSize: number | [number, number]; strides: number | [number, number]; pad: 'same' | 'valid' | number; dimRoundingMode?: 'floor' | 'round' | 'ceil' };
+    const info = tf.backend_util.computePool2DInfo(input.shape as [number, number, number, number], a.filterSize, a.strides, 1, a.pad, a.dimRoundingMode);
+    const [n, h, w, c] = input.shape;
+    return maxPoolGrad(args.backend as WebGPUBackend, dy, input, {
+      n, h, w, c, ho: info.outHeight, wo: info.outWidth, fh: info.filterHeight, fw: info.filterWidth, sh: info.strideHeight, sw: info.strideWidth, top: info.padInfo.top, left: info.padInfo.left,
+    });
   },
   [RELU_BIAS_GRAD]: () => ({ inputs: { dy, y }, backend }) => {
     floats(RELU_BIAS_GRAD, dy, y);
