@@ -7,7 +7,7 @@ import { NotApplicable, type SideInfo } from '../attacks/types.ts';
 import { defaultCacheDir, loadDataset, loadPool, poolKey } from '../datasets/index.ts';
 import { relabel } from '../datasets/tasks.ts';
 import type { Dataset, Split } from '../datasets/types.ts';
-import { initBackend, type BackendInfo, type BackendName } from '../engine/backend.ts';
+import { backendFaults, initBackend, type BackendInfo, type BackendName } from '../engine/backend.ts';
 import { getTarget } from '../models/targets/index.ts';
 import type { StudentSpec, Target } from '../models/types.ts';
 import type { Oracle } from '../serve/types.ts';
@@ -127,6 +127,17 @@ function cellBase(env: SweepEnv, cell: Cell) {
 
 /** Runs one cell: build the oracle, let the attack spend its budget, score the imitation. Never throws. */
 export async function runCell(env: SweepEnv, cell: Cell, onStep?: Progress['cellStep']): Promise<CellResult> {
+  // A GPU reports its errors after the fact, to a handler: the cell is judged by those that came
+  // while it ran. A lost device is a crash (its thread can run nothing more); another GPU error
+  // fails the cell, since its numbers may be wrong.
+  const errorsBefore = backendFaults().errors;
+  const result = await attemptCell(env, cell, onStep);
+  const faults = backendFaults();
+  const error = faults.lost ? `${BACKEND_CRASH}: ${faults.lost}` : faults.errors > errorsBefore ? `a GPU error was reported while the cell ran: ${faults.last}` : undefined;
+  return error ? { ...cellBase(env, cell), status: 'failed', queries: result.queries, seconds: result.seconds, error } : result;
+}
+
+async function attemptCell(env: SweepEnv, cell: Cell, onStep?: Progress['cellStep']): Promise<CellResult> {
   const started = performance.now();
   const target = env.targets.get(cell.target);
   const base = cellBase(env, cell);

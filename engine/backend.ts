@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { registerWasmKernels } from './wasm/kernels.ts';
 import { registerWebgpu } from './webgpu/backend.ts';
-import type { DawnDevice } from './webgpu/dawn.ts';
+import { gpuFaults, type DawnDevice } from './webgpu/dawn.ts';
 import { probeDawn } from './webgpu/probe.ts';
 
 export type BackendName = 'auto' | 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
@@ -64,6 +64,15 @@ async function loadWebgpu(): Promise<BackendInfo> {
 const NO_ADAPTER_HINT =
   'on Linux it needs the Vulkan loader (libvulkan.so.1) and a Vulkan driver: a GPU driver, or for a CPU stand-in ' +
   "Mesa 25's lavapipe with VK_DRIVER_FILES=/usr/share/vulkan/icd.d/lvp_icd.json";
+
+/**
+ * Faults of the backend reported after the fact, as a GPU reports them: `errors` GPU errors so
+ * far (the last one's message in `last`), and `lost` when the device is gone for good. A CPU
+ * backend has none.
+ */
+export function backendFaults(): { errors: number; last?: string; lost?: string } {
+  return tf.getBackend() === 'webgpu' ? { ...gpuFaults } : { errors: 0 };
+}
 
 const PROCESS_EVENTS = ['uncaughtException', 'unhandledRejection'] as const;
 

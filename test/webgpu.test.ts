@@ -76,4 +76,56 @@ test('every target family and every attack runs on webgpu: no cell fails, each f
   assert.equal([...new Set(ok.map((c) => c.attack))].sort(), Object.keys(ATTACKS).sort(), 'attacks that ran');
 });
 
+test('GPU faults are the cells\': an uncaught GPU error fails the cell it came in, a lost device is a crash that stops the thread', async () => {
+  if (!(await haveWebgpu('GPU faults in a sweep'))) return;
+  // In a child process: the device is destroyed on purpose.
+  const script = `
+    import * as tf from '@tensorflow/tfjs';
+    import { ATTACKS } from './attacks/index.ts';
+    import { parseSweepConfig } from './bench/config.ts';
+    import { runSweep } from './bench/runner.ts';
+    const device = () => tf.backend().device;
+    const settle = () => new Promise((resolve) => setTimeout(resolve, 200));
+    ATTACKS['gpu-error'] = { name: 'gpu-error', async run(ctx) {
+      device().createShaderModule({ code: 'fn broken( {' });
+      await settle();
+      return ATTACKS.knockoff.run(ctx);
+    } };
+    ATTACKS['gpu-lost'] = { name: 'gpu-lost', async run(ctx) {
+      device().destroy();
+      await settle();
+      return ATTACKS.knockoff.run(ctx);
+    } };
+    const config = parseSweepConfig({
+      name: 'faults', backend: 'webgpu', concurrency: 1,
+      dataset: { name: 'mnist', trainSize: 600, poolSize: 800, evalSize: 300, seed: 3 },
+      targets: [{ id: 'nb', family: 'naive-bayes', trainSize: 600 }],
+      attacks: ['knockoff'],
+      students: [{ arch: 'mlp', epochs: 1, batchSize: 32, lr: 0.003 }],
+      side: [{ name: 'same+probs', pool: 'same', disclosure: 'probs' }],
+      budgets: [100], seeds: [1, 2],
+    });
+    // Attacks added at run time are not names a config may give: set after parsing, as the workers test does.
+    const run = await runSweep({ ...config, attacks: ['knockoff', 'gpu-error', 'gpu-lost'] }, { resultsDir: process.argv[1], cacheDir: process.env.RHOBENCH_CACHE, runId: 'faults' });
+    console.log(JSON.stringify({ results: run.results, status: run.manifest.status }));`;
+  const dir = mkdtempSync(join(tmpdir(), 'rho-faults-'));
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, dir], {
+    cwd: REPO_ROOT, encoding: 'utf8', timeout: 300_000, env: { ...process.env, RHOBENCH_CACHE: TEST_CACHE },
+  });
+  assert.is(r.status, 0, r.stderr.slice(-3000));
+  const { results, status } = JSON.parse(r.stdout.trim().split('\n').pop()!) as { results: CellResult[]; status: string };
+  const cell = (attack: string, seed: number) => results.find((c) => c.attack === attack && c.seed === seed);
+  // Grid order: knockoff seeds 1, 2; gpu-error 1, 2; gpu-lost 1 (then the thread is done).
+  assert.is(cell('knockoff', 1)?.status, 'ok');
+  assert.is(cell('knockoff', 2)?.status, 'ok');
+  for (const seed of [1, 2]) {
+    assert.is(cell('gpu-error', seed)?.status, 'failed');
+    assert.match(cell('gpu-error', seed)!.error!, /^a GPU error was reported while the cell ran: .*WGSL/);
+  }
+  assert.is(cell('gpu-lost', 1)?.status, 'failed');
+  assert.match(cell('gpu-lost', 1)!.error!, /^backend crashed: the GPU device was lost \(destroyed/);
+  assert.is(cell('gpu-lost', 2), undefined, 'no cell runs on a lost device');
+  assert.is(status, 'interrupted', 'a run with cells left out is not finished: --resume runs them');
+});
+
 test.run();

@@ -24,8 +24,16 @@ export interface GpuDevice {
   readonly features: { has(name: string): boolean };
   readonly limits: Record<string, number>;
   readonly lost: Promise<{ reason: string; message: string }>;
+  onuncapturederror: ((event: { error?: { message?: string } }) => void) | null;
   destroy(): void;
 }
+
+/**
+ * What went wrong on this thread's device: GPU errors are reported asynchronously, to a handler,
+ * not thrown where the work was recorded. `errors` counts the uncaught ones (an out-of-memory, a
+ * validation error), `lost` says why the device went (then nothing more runs on it).
+ */
+export const gpuFaults: { errors: number; last?: string; lost?: string } = { errors: 0 };
 interface Gpu {
   requestAdapter(options?: { powerPreference?: string }): Promise<GpuAdapter | null>;
 }
@@ -110,6 +118,13 @@ async function open(): Promise<DawnDevice> {
   };
   const device = await adapter.requestDevice({ requiredFeatures: wanted, requiredLimits });
   cacheBindGroups(device as unknown as Parameters<typeof cacheBindGroups>[0]);
+  device.onuncapturederror = (event) => {
+    gpuFaults.errors++;
+    gpuFaults.last = (event.error?.message ?? 'an unnamed GPU error').split('\n')[0];
+  };
+  void device.lost.then((info) => {
+    gpuFaults.lost = `the GPU device was lost (${info.reason}${info.message ? `: ${info.message.split('\n')[0]}` : ''})`;
+  });
   const info: AdapterInfo = {
     vendor: adapter.info?.vendor,
     architecture: adapter.info?.architecture,
