@@ -25,7 +25,7 @@ import type { Dataset } from '../datasets/types.ts';
 import { initBackend, type BackendInfo } from '../engine/backend.ts';
 import { buildStudent } from '../models/students.ts';
 import { getTarget } from '../models/targets/index.ts';
-import { fitSoft, makeTrainStep } from '../models/train.ts';
+import { fitSoft, logitsOf, makeTrainStep } from '../models/train.ts';
 import { STUDENT_ARCHS, type StudentArch } from '../models/types.ts';
 import { InProcessOracle } from '../serve/oracle.ts';
 import { probeDawn } from '../engine/webgpu/probe.ts';
@@ -132,13 +132,14 @@ interface StepTimes {
   dispatches?: number;
 }
 
-/** One batch: forward (model.predict) and a whole training step, in ms. */
+/** One batch: the forward pass (as inference runs it: logitsOf, the step's own fused kernels where they apply) and a whole training step, in ms. */
 async function stepTimes(ds: Dataset, arch: StudentArch, batchSize: number, runs: number, inner: number): Promise<StepTimes> {
   const { x, y } = trainingData(ds, batchSize);
   const model = buildStudent(arch, ds.inputShape, ds.classes);
   const trainer = makeTrainStep(model, 1e-3);
   try {
-    const forward = () => tf.tidy(() => model.predict(x) as tf.Tensor);
+    const logits = logitsOf(model);
+    const forward = () => logits(x);
     const step = () => trainer.step(x, y);
     await bestMs(forward, 1, 3);
     await bestMs(step, 1, 3);
@@ -409,7 +410,7 @@ const perf = {
   tfjs: tf.version.tfjs,
   /** samplesPerSecond is at batch 128 (or the first batch measured); byBatch has every batch. */
   trainingSamplesPerSecond: training,
-  /** One training step of the tracked students per backend and batch: forward (model.predict) and the rest, dispatches on webgpu. */
+  /** One training step of the tracked students per backend and batch: forward (logitsOf) and the rest, dispatches on webgpu. */
   trainingStepMs: steps,
   /** Per-kernel time of one step, per backend and student@batch (GPU time from timestamp queries on webgpu). */
   trainingKernels: kernels,
