@@ -28,6 +28,7 @@ import { getTarget } from '../models/targets/index.ts';
 import { fitSoft, logitsOf, makeTrainStep } from '../models/train.ts';
 import { STUDENT_ARCHS, type StudentArch } from '../models/types.ts';
 import { InProcessOracle } from '../serve/oracle.ts';
+import { countDispatches } from '../engine/webgpu/program.ts';
 import { probeDawn } from '../engine/webgpu/probe.ts';
 
 const wholeNumbers = (v: string) => {
@@ -105,24 +106,6 @@ async function bestMs(fn: () => tf.Tensor, runs: number, inner: number): Promise
   return best;
 }
 
-/** Counts the GPU dispatches `fn` issues (webgpu only; undefined elsewhere). */
-async function dispatchesOf(fn: () => Promise<void>): Promise<number | undefined> {
-  const pass = (globalThis as { GPUComputePassEncoder?: { prototype: { dispatchWorkgroups(...a: number[]): void } } }).GPUComputePassEncoder?.prototype;
-  if (!pass || tf.getBackend() !== 'webgpu') return undefined;
-  const original = pass.dispatchWorkgroups;
-  let count = 0;
-  pass.dispatchWorkgroups = function (...a: number[]) {
-    count++;
-    return original.apply(this, a);
-  };
-  try {
-    await fn();
-  } finally {
-    pass.dispatchWorkgroups = original;
-  }
-  return count;
-}
-
 interface StepTimes {
   gradients: 'hand-derived' | 'autodiff';
   forwardMs: number;
@@ -143,11 +126,14 @@ async function stepTimes(ds: Dataset, arch: StudentArch, batchSize: number, runs
     const step = () => trainer.step(x, y);
     await bestMs(forward, 1, 3);
     await bestMs(step, 1, 3);
-    const dispatches = await dispatchesOf(async () => {
-      const loss = step();
-      await loss.data();
-      loss.dispose();
-    });
+    const dispatches =
+      tf.getBackend() === 'webgpu'
+        ? await countDispatches(async () => {
+            const loss = step();
+            await loss.data();
+            loss.dispose();
+          })
+        : undefined;
     const forwardMs = await bestMs(forward, runs, inner);
     const stepMs = await bestMs(step, runs, inner);
     return { gradients: trainer.gradients, forwardMs: round(forwardMs), stepMs: round(stepMs), backwardAndUpdateMs: round(stepMs - forwardMs), ...(dispatches === undefined ? {} : { dispatches }) };

@@ -1,7 +1,8 @@
 import type * as tf from '@tensorflow/tfjs';
 import type { ConvGeometry } from '../geometry.ts';
 import { dispatch, grid, type WebGPUBackend } from './program.ts';
-import { WG, bindings, consts, perElement, type Access, type Scalar } from './wgsl.ts';
+import { sumChunks } from './reduce.ts';
+import { WG, bindings, consts, perElement, pixelOf, type Access, type Scalar } from './wgsl.ts';
 
 type Info = tf.TensorInfo;
 
@@ -188,51 +189,6 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 }
 
 /**
- * Σ over the first axis of partial [chunks, L], in a fixed order: 16 lanes per value, each summing
- * every 16th chunk, then the lanes in order. The L sums are split, in order, into outputs of the
- * given shapes.
- */
-export function sumChunks(backend: WebGPUBackend, partial: Info, chunks: number, shapes: number[][]): Info[] {
-  const sizes = shapes.map((s) => s.reduce((a, b) => a * b, 1));
-  const length = sizes.reduce((a, b) => a + b, 0);
-  const outs = shapes.map((_, i) => `out${i}`);
-  // out0 takes [0, sizes[0]), out1 the next sizes[1] values, and so on.
-  let store = '';
-  let start = 0;
-  sizes.forEach((size, i) => {
-    store += `${i ? ' else ' : ''}if (o < ${start + size}) { ${outs[i]}[o - ${start}] = total; }`;
-    start += size;
-  });
-  const wgsl = () => `
-${bindings([...outs.map((n) => [n, 'read_write'] as [string, 'read_write']), ['partial', 'read']], [['chunks', 'i32']])}
-const L: i32 = ${length};
-var<workgroup> lanes: array<f32, 256>;
-
-@compute @workgroup_size(256)
-fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let t = i32(lid);
-  let o = i32(wid.x + wid.y * nwg.x) * 16 + t % 16;
-  let lane = t / 16;
-  var acc = 0.0;
-  if (o < L) {
-    for (var s = lane; s < u.chunks; s += 16) { acc += partial[s * L + o]; }
-  }
-  lanes[t] = acc;
-  workgroupBarrier();
-  if (lane == 0 && o < L) {
-    var total = 0.0;
-    for (var l = 0; l < 16; l++) { total += lanes[l * 16 + t]; }
-    ${store}
-  }
-}`;
-  return dispatch(backend, { name: 'RhobenchSumChunks', key: sizes.join(','), wgsl, workgroups: grid(Math.ceil(length / 16)) }, {
-    inputs: [partial],
-    outputs: shapes.map((shape) => ({ shape })),
-    uniforms: [{ type: 'int32', data: [chunks] }],
-  });
-}
-
-/**
  * dx[n,h,w,ci] = Σ_{kh,kw,co} dy[n, (h + top − kh)/sh, (w + left − kw)/sw, co]·W[kh,kw,ci,co]
  * over the taps whose division is exact and in range: one thread per element of dx.
  */
@@ -242,12 +198,7 @@ export function convBackpropInput(backend: WebGPUBackend, dy: Info, filter: Info
   const wgsl = () => `
 ${bindings([['dx', 'read_write'], ['dy', 'read'], ['w', 'read']], [['count', 'i32']])}
 ${consts(c)}
-${perElement(`
-  let ci = index % CI;
-  let p = index / CI;
-  let iw = p % W;
-  let ih = (p / W) % H;
-  let n = p / (W * H);
+${perElement(`${pixelOf('CI')}
   var s = 0.0;
   for (var kh = 0; kh < KH; kh++) {
     let a = ih + TOP - kh;
@@ -256,7 +207,7 @@ ${perElement(`
       let b = iw + LEFT - kw;
       if (b < 0 || b % SW != 0 || b / SW >= WO) { continue; }
       let db = ((n * HO + a / SH) * WO + b / SW) * CO;
-      let wb = ((kh * KW + kw) * CI + ci) * CO;
+      let wb = ((kh * KW + kw) * CI + ch) * CO;
       for (var co = 0; co < CO; co++) { s += dy[db + co] * w[wb + co]; }
     }
   }

@@ -2,7 +2,8 @@ import * as tf from '@tensorflow/tfjs';
 import { convGeometry } from '../geometry.ts';
 import { ADAM_STEP, CONV_RELU_POOL, CONV_RELU_POOL_GRAD, POOL_RELU_BIAS_GRAD, RELU_BIAS_GRAD, SOFT_CROSS_ENTROPY, type AdamStepAttrs } from '../kernel-names.ts';
 import { convBackpropInput, convReluPool, filterGrad } from './conv.ts';
-import { adamStep, maxPoolGrad, poolReluBiasGrad, reluBiasGrad, softCrossEntropy } from './elementwise.ts';
+import { adamStep, softCrossEntropy } from './optimize.ts';
+import { maxPoolGrad, poolReluBiasGrad, reluBiasGrad } from './pool.ts';
 import type { WebGPUBackend } from './program.ts';
 
 /**

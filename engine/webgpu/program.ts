@@ -128,12 +128,33 @@ export function dispatch(backend: WebGPUBackend, program: Program, ops: Operands
   return outputs;
 }
 
+/**
+ * How many GPU dispatches `fn` issues, tfjs's own and rhobench's (0 off webgpu): what a step
+ * costs in launches, which bounds small batches on a GPU.
+ */
+export async function countDispatches(fn: () => Promise<void>): Promise<number> {
+  const pass = (globalThis as { GPUComputePassEncoder?: { prototype: { dispatchWorkgroups(...a: number[]): void } } }).GPUComputePassEncoder?.prototype;
+  if (!pass) {
+    await fn();
+    return 0;
+  }
+  const original = pass.dispatchWorkgroups;
+  let count = 0;
+  pass.dispatchWorkgroups = function (...a: number[]) {
+    count++;
+    return original.apply(this, a);
+  };
+  try {
+    await fn();
+  } finally {
+    pass.dispatchWorkgroups = original;
+  }
+  return count;
+}
+
 /** WGSL's limit on workgroups per dimension is 65,535: a long 1-D dispatch folds into two. */
 export function grid(groups: number): [number, number] {
   if (groups <= 65535) return [Math.max(1, groups), 1];
   const y = Math.ceil(groups / 65535);
   return [Math.ceil(groups / y), y];
 }
-
-/** The flat workgroup index of a dispatch made by grid(), as WGSL. */
-export const FLAT_GROUP = 'wid.x + wid.y * nwg.x';

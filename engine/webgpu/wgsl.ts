@@ -28,6 +28,13 @@ export function consts(values: Record<string, number>): string {
     .join('\n');
 }
 
+/** `ch`, `iw`, `ih`, `n`: the NHWC coordinates of element `index` of an image tensor (constants H, W and `channels`). */
+export const pixelOf = (channels: string) => `
+  let ch = index % ${channels};
+  let iw = (index / ${channels}) % W;
+  let ih = (index / (${channels} * W)) % H;
+  let n = index / (${channels} * W * H);`;
+
 /** Threads per workgroup of the one-thread-per-element kernels. */
 export const WG = 64;
 
