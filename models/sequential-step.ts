@@ -1,97 +1,55 @@
 import * as tf from '@tensorflow/tfjs';
-import { CONV_RELU_POOL, CONV_RELU_POOL_GRAD, POOL_RELU_BIAS_GRAD, RELU_BIAS_GRAD, SOFT_CROSS_ENTROPY, STEP_KERNELS, convReluPoolFits } from '../engine/kernel-names.ts';
+import { CONV_RELU_POOL, CONV_RELU_POOL_GRAD, POOL_RELU_BIAS_GRAD, RELU_BIAS_GRAD, STEP_KERNELS } from '../engine/kernel-names.ts';
 import { softCrossEntropy, softCrossEntropyGrad } from './soft-loss.ts';
+import { hasStackedKernels, ownWeights, stackedForward, stackedGrads } from './stacked-step.ts';
+import { fusesWithPool, planStages, run1, run2, tilesTwoByTwo, type Stage } from './stages.ts';
 
 /**
  * The gradient of the distillation loss for a Sequential model of Conv2D, MaxPooling2D,
  * Flatten and Dense layers, derived by hand instead of by tfjs's gradient tape. The tape runs
  * a training forward pass unfused (convolution, bias add, ReLU as three kernels, each input
  * cloned for the backward pass) and a backward pass of one kernel per elementary op; here the
- * forward pass uses the fused convolution and matmul kernels (bias and ReLU inside), and the
- * backward pass fuses each ReLU's mask with its bias gradient — and, when a 2×2 max pooling
- * follows, with the pooling gradient too. For the backends that register the fused kernels of
- * engine/kernel-names.ts (wasm and webgpu); test/wasm-kernels.test.ts and
- * test/webgpu-kernels.test.ts check it against tfjs's own gradients.
+ * forward pass uses fused convolution and matmul kernels (bias and ReLU inside), and the backward
+ * pass fuses each ReLU's mask with its bias gradient — and, when a 2×2 max pooling follows, with
+ * the pooling gradient too. On webgpu the step is models/stacked-step.ts, on rhobench's kernels
+ * alone; on wasm it is below, on the wasm kernels of engine/wasm and tfjs's own.
+ * test/wasm-kernels.test.ts and test/webgpu-kernels.test.ts check both against tfjs's gradients.
  */
-
-type Activation = 'relu' | 'linear';
-type Padding = 'same' | 'valid';
-type Stage =
-  | { kind: 'conv'; kernel: tf.Variable; bias: tf.Variable; strides: [number, number]; pad: Padding; act: Activation }
-  | { kind: 'dense'; kernel: tf.Variable; bias: tf.Variable; act: Activation }
-  | { kind: 'pool'; size: [number, number]; strides: [number, number]; pad: Padding }
-  | { kind: 'flatten' };
 
 export interface HandDerivedStep {
   /** The loss on (x, targets) and its gradient for every trainable variable, keyed by name. */
   grads(x: tf.Tensor, targets: tf.Tensor2D, temperature?: number): { value: tf.Scalar; grads: tf.NamedTensorMap };
 }
 
-interface LayerConfig {
-  activation?: string;
-  useBias?: boolean;
-  dataFormat?: string;
-  dilationRate?: number | number[];
-  strides?: number | number[];
-  padding?: string;
-  poolSize?: number | number[];
-  kernelRegularizer?: unknown;
-  biasRegularizer?: unknown;
-  activityRegularizer?: unknown;
-  kernelConstraint?: unknown;
-  biasConstraint?: unknown;
-}
-
-const pair = (v: number | number[] | undefined, fallback: number): [number, number] =>
-  v === undefined ? [fallback, fallback] : typeof v === 'number' ? [v, v] : [v[0], v[1]];
-
-/** kernel and bias of a layer that trains both and nothing else; undefined otherwise. */
-function weights(layer: tf.layers.Layer): { kernel: tf.Variable; bias: tf.Variable } | undefined {
-  if (!layer.trainable || layer.nonTrainableWeights.length > 0 || layer.trainableWeights.length !== 2) return undefined;
-  const [k, b] = layer.trainableWeights;
-  if (!k.originalName.endsWith('/kernel') || !b.originalName.endsWith('/bias')) return undefined;
-  return { kernel: k.read() as tf.Variable, bias: b.read() as tf.Variable };
-}
-
-function stageOf(layer: tf.layers.Layer): Stage | undefined {
-  const c = layer.getConfig() as LayerConfig;
-  const plain = [c.kernelRegularizer, c.biasRegularizer, c.activityRegularizer, c.kernelConstraint, c.biasConstraint].every((v) => v == null);
-  const act = c.activation === 'relu' || c.activation === 'linear' ? c.activation : undefined;
-  const pad = c.padding === 'same' || c.padding === 'valid' ? c.padding : undefined;
-  const channelsLast = c.dataFormat === undefined || c.dataFormat === 'channelsLast';
-  switch (layer.getClassName()) {
-    case 'Conv2D': {
-      const w = weights(layer);
-      const dilated = pair(c.dilationRate, 1).some((d) => d !== 1);
-      if (!w || !plain || !act || !pad || !channelsLast || dilated || c.useBias !== true) return undefined;
-      return { kind: 'conv', ...w, strides: pair(c.strides, 1), pad, act };
-    }
-    case 'Dense': {
-      const w = weights(layer);
-      const inputRank = (layer.input as tf.SymbolicTensor).shape.length;
-      if (!w || !plain || !act || c.useBias !== true || inputRank !== 2) return undefined;
-      return { kind: 'dense', ...w, act };
-    }
-    case 'MaxPooling2D': {
-      if (!pad || !channelsLast) return undefined;
-      const size = pair(c.poolSize, 2);
-      return { kind: 'pool', size, strides: c.strides == null ? size : pair(c.strides, 1), pad };
-    }
-    case 'Flatten':
-      return channelsLast ? { kind: 'flatten' } : undefined;
-    default:
-      return undefined;
-  }
+/** The model's stages on a backend with either step's kernels; undefined where neither applies. */
+function plan(model: tf.LayersModel): Stage[] | undefined {
+  const backend = tf.getBackend();
+  return hasStackedKernels(backend) || STEP_KERNELS.every((k) => tf.getKernel(k, backend)) ? planStages(model) : undefined;
 }
 
 /**
  * The hand-derived step for `model` on the current backend, or undefined where it does not
- * apply (another backend, a functional model, a layer or option not covered above): callers
- * then use tf.variableGrads.
+ * apply (another backend, a functional model, a layer or option not covered): callers then use
+ * tf.variableGrads.
  */
 export function handDerivedStep(model: tf.LayersModel): HandDerivedStep | undefined {
   const stages = plan(model);
-  return stages && { grads: (x, targets, temperature = 1) => tf.tidy(() => run(stages, x, targets, temperature)) };
+  if (!stages) return undefined;
+  if (!hasStackedKernels()) return { grads: (x, targets, temperature = 1) => tf.tidy(() => run(stages, x, targets, temperature)) };
+  const weights = ownWeights(stages);
+  return {
+    grads: (x, targets, temperature = 1) =>
+      tf.tidy(() => {
+        const { value, grads } = stackedGrads(stages, weights, 1, x, targets, temperature);
+        const named: tf.NamedTensorMap = {};
+        stages.forEach((s, i) => {
+          if (!('kernel' in s)) return;
+          named[s.kernel.name] = grads[i]!.kernel;
+          named[s.bias.name] = grads[i]!.bias;
+        });
+        return { value: value as tf.Scalar, grads: named };
+      }),
+  };
 }
 
 /**
@@ -101,50 +59,10 @@ export function handDerivedStep(model: tf.LayersModel): HandDerivedStep | undefi
  */
 export function fusedForward(model: tf.LayersModel): ((x: tf.Tensor) => tf.Tensor2D) | undefined {
   const stages = plan(model);
-  return stages && ((x) => tf.tidy(() => forward(stages, x).logits));
-}
-
-/** The model's stages where every layer is one the hand-derived step covers, on a backend with its kernels. */
-function plan(model: tf.LayersModel): Stage[] | undefined {
-  const backend = tf.getBackend();
-  if (!STEP_KERNELS.every((k) => tf.getKernel(k, backend))) return undefined;
-  if (model.getClassName() !== 'Sequential') return undefined;
-  const stages: Stage[] = [];
-  for (const layer of model.layers) {
-    const s = stageOf(layer);
-    if (!s) return undefined;
-    stages.push(s);
-  }
-  const trained = stages.flatMap((s) => ('kernel' in s ? [s.kernel.name, s.bias.name] : []));
-  if (trained.length === 0) return undefined;
-  const expected = model.trainableWeights.map((w) => (w.read() as tf.Variable).name);
-  if (trained.length !== expected.length || !expected.every((n) => trained.includes(n))) return undefined;
-  return stages;
-}
-
-const run1 = (name: string, inputs: tf.NamedTensorMap, attrs: object = {}) =>
-  tf.engine().runKernel(name, inputs, attrs as tf.NamedAttrMap) as tf.Tensor;
-const run2 = (name: string, inputs: tf.NamedTensorMap, attrs: object = {}) =>
-  tf.engine().runKernel(name, inputs, attrs as tf.NamedAttrMap) as unknown as [tf.Tensor, tf.Tensor];
-
-const isTwoByTwo = (s: Stage & { kind: 'pool' }) => s.size[0] === 2 && s.size[1] === 2 && s.strides[0] === 2 && s.strides[1] === 2;
-
-/** 2×2 pooling that tiles its input (on wasm, channels in fours): what POOL_RELU_BIAS_GRAD takes. */
-function tilesTwoByTwo(s: Stage & { kind: 'pool' }, input: tf.Tensor): boolean {
-  const [, h, w, c] = input.shape;
-  return isTwoByTwo(s) && convReluPoolFits(tf.getBackend(), h, w, c);
-}
-
-/**
- * Whether the first trained layer, a ReLU convolution, and the 2×2 pooling after it run as
- * CONV_RELU_POOL, which never materialises the convolution's output.
- */
-function fusesWithPool(stages: Stage[], i: number, firstTrained: number, input: tf.Tensor): boolean {
-  const s = stages[i];
-  const next = stages[i + 1];
-  if (i !== firstTrained || s.kind !== 'conv' || s.act !== 'relu' || next?.kind !== 'pool' || !isTwoByTwo(next)) return false;
-  const info = tf.backend_util.computeConv2DInfo(input.shape as [number, number, number, number], s.kernel.shape as [number, number, number, number], s.strides, 1, s.pad);
-  return convReluPoolFits(tf.getBackend(), info.outHeight, info.outWidth, info.outChannels);
+  if (!stages) return undefined;
+  if (!hasStackedKernels()) return (x) => tf.tidy(() => forward(stages, x).logits);
+  const weights = ownWeights(stages);
+  return (x) => tf.tidy(() => stackedForward(stages, weights, 1, x).logits);
 }
 
 interface Forward {
@@ -191,10 +109,8 @@ function forward(stages: Stage[], x: tf.Tensor): Forward {
 
 function run(stages: Stage[], x: tf.Tensor, targets: tf.Tensor2D, temperature: number): { value: tf.Scalar; grads: tf.NamedTensorMap } {
   const { logits, inputs, outputs, argmax, firstTrained } = forward(stages, x);
-  // One kernel where the backend has it (webgpu: one dispatch instead of about twenty).
-  const [value, dlogits] = tf.getKernel(SOFT_CROSS_ENTROPY, tf.getBackend())
-    ? (run2(SOFT_CROSS_ENTROPY, { targets, logits }, { temperature }) as [tf.Scalar, tf.Tensor2D])
-    : [softCrossEntropy(targets, logits, temperature), softCrossEntropyGrad(targets, logits, temperature)];
+  const value = softCrossEntropy(targets, logits, temperature);
+  const dlogits = softCrossEntropyGrad(targets, logits, temperature);
 
   // Backward. `pre` carries a gradient already taken through a ReLU, with its bias gradient.
   const grads: tf.NamedTensorMap = {};

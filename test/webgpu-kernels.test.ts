@@ -3,7 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { initBackend } from '../engine/backend.ts';
 import { countDispatches } from '../engine/webgpu/program.ts';
-import { ADAM_STEP, CONV_RELU_POOL, CONV_RELU_POOL_GRAD, POOL_RELU_BIAS_GRAD, RELU_BIAS_GRAD, SOFT_CROSS_ENTROPY } from '../engine/kernel-names.ts';
+import { ADAM_STEP, CONV_FORWARD, CONV_RELU_POOL, CONV_RELU_POOL_GRAD, FILTER_GRAD, INPUT_GRAD, POOL_RELU_BIAS_GRAD, SOFT_CROSS_ENTROPY } from '../engine/kernel-names.ts';
 import { createAdam } from '../models/fused-adam.ts';
 import { rng, withSeed } from '../models/seed.ts';
 import { handDerivedStep } from '../models/sequential-step.ts';
@@ -92,31 +92,78 @@ test('webgpu conv → ReLU → 2×2 pool and its fused gradient match the cpu co
   }
 });
 
-test('webgpu ReLU, pooling and bias gradients match the cpu composition (rows 1 to 1,024 × 28 × 28)', async () => {
-  if (!(await onGpu('the ReLU and pooling gradients'))) return;
+test('webgpu pooling-with-ReLU gradients and their bias sums match the cpu composition (rows 1 to 1,024 × 28 × 28)', async () => {
+  if (!(await onGpu('the pooling gradients'))) return;
   for (const [n, h, w, c] of [[1, 4, 6, 3], [5, 8, 8, 16], [1024, 28, 28, 1], [3, 2, 2, 70]]) {
     const y = Float32Array.from(fill(n * h * w * c, 0.4), (v) => Math.max(0, Math.round(v * 3) / 3));
-    const dy = fill(n * h * w * c);
     const dyPooled = fill((n * h * w * c) / 4);
-    const inputs = () => [tf.tensor4d(y, [n, h, w, c]), tf.tensor4d(dy, [n, h, w, c]), tf.tensor4d(dyPooled, [n, h / 2, w / 2, c])] as const;
+    const inputs = () => [tf.tensor4d(y, [n, h, w, c]), tf.tensor4d(dyPooled, [n, h / 2, w / 2, c])] as const;
     await initBackend('cpu');
     const expected = await readAll(tf.tidy(() => {
-      const [yt, dyt, dpt] = inputs();
-      const relu = tf.mul(dyt, tf.step(yt));
+      const [yt, dpt] = inputs();
       const pooledGrad = tf.mul(tf.grad((v: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(v as tf.Tensor4D, 2, 2, 'valid'), dpt)))(yt), tf.step(yt));
-      return [relu, tf.sum(relu, [0, 1, 2]), pooledGrad, tf.sum(pooledGrad, [0, 1, 2])];
+      return [pooledGrad, tf.sum(pooledGrad, [0, 1, 2])];
     }));
     await initBackend('webgpu');
     const actual = await readAll(tf.tidy(() => {
-      const [yt, dyt, dpt] = inputs();
-      const output = tf.maxPool(yt, 2, 2, 'valid');
-      return [...run(RELU_BIAS_GRAD, { dy: dyt, y: yt }), ...run(POOL_RELU_BIAS_GRAD, { dy: dpt, input: yt, output }, { filterSize: [2, 2], strides: [2, 2], pad: 'valid' })];
+      const [yt, dpt] = inputs();
+      return run(POOL_RELU_BIAS_GRAD, { dy: dpt, input: yt, output: tf.maxPool(yt, 2, 2, 'valid') }, { filterSize: [2, 2], strides: [2, 2], pad: 'valid' });
     }));
     expected.forEach((e, j) => {
       assert.equal(actual[j].shape, e.shape);
       const err = relativeError(actual[j].values, e.values);
       assert.ok(err <= 1e-5, `[${n}, ${h}, ${w}, ${c}] output ${j} off by ${err}`);
     });
+  }
+});
+
+test('webgpu layers of the stacked step (convolution and dense, with and without ReLU) and their gradients match the cpu composition', async () => {
+  if (!(await onGpu('the convolution and dense layers'))) return;
+  const layers: ({ kind: 'conv' } & Case | { kind: 'dense'; n: number; in: number; out: number })[] = [
+    { kind: 'conv', n: 3, h: 14, w: 14, ci: 16, co: 32, k: 3, stride: 2, pad: 'same' }, // cnn-small's second layer
+    { kind: 'conv', n: 2, h: 9, w: 7, ci: 3, co: 5, k: 5, stride: 1, pad: 'valid' },
+    { kind: 'conv', n: 1024, h: 5, w: 5, ci: 2, co: 3, k: 3, stride: 1, pad: 'same' },
+    { kind: 'dense', n: 5, in: 1568, out: 64 },
+    { kind: 'dense', n: 1024, in: 7, out: 10 },
+  ];
+  for (const layer of layers) {
+    const xShape = layer.kind === 'conv' ? [layer.n, layer.h, layer.w, layer.ci] : [layer.n, layer.in];
+    const wShape = layer.kind === 'conv' ? [layer.k, layer.k, layer.ci, layer.co] : [layer.in, layer.out];
+    const conv = layer.kind === 'conv' ? { strides: [layer.stride, layer.stride], pad: layer.pad } : {};
+    const apply = (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) =>
+      layer.kind === 'conv' ? tf.add(tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, layer.stride, layer.pad), b) : tf.add(tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D), b);
+    const co = wShape[wShape.length - 1];
+    const outSize = tf.tidy(() => apply(tf.zeros(xShape), tf.zeros(wShape), tf.zeros([co])).size);
+    const x = fill(xShape.reduce((a, b) => a * b, 1), 0.3);
+    const w = fill(wShape.reduce((a, b) => a * b, 1));
+    const b = fill(co);
+    const g = fill(outSize);
+    for (const relu of [false, true]) {
+      const label = `${JSON.stringify(layer)}, relu ${relu}`;
+      const tensors = () => [tf.tensor(x, xShape), tf.tensor(w, wShape), tf.tensor1d(b)] as const;
+      await initBackend('cpu');
+      const expected = await readAll(tf.tidy(() => {
+        const [xt, wt, bt] = tensors();
+        const f = (a: tf.Tensor, v: tf.Tensor, c: tf.Tensor) => (relu ? tf.relu(apply(a, v, c)) : apply(a, v, c));
+        const out = f(xt, wt, bt);
+        return [out, ...tf.grads((a: tf.Tensor, v: tf.Tensor, c: tf.Tensor) => tf.sum(tf.mul(f(a, v, c), tf.tensor(g, out.shape))))([xt, wt, bt])];
+      }));
+      await initBackend('webgpu');
+      const actual = await readAll(tf.tidy(() => {
+        const [xt, wt, bt] = tensors();
+        const y = tf.engine().runKernel(CONV_FORWARD, { x: xt, filter: wt, bias: bt }, { ...conv, relu, models: 1 } as unknown as tf.NamedAttrMap) as tf.Tensor;
+        const dy = tf.tensor(g, y.shape);
+        const mask: tf.NamedTensorMap = relu ? { y } : {};
+        const dx = tf.engine().runKernel(INPUT_GRAD, { dy, filter: wt, ...mask }, { ...conv, inputShape: xShape, models: 1 } as unknown as tf.NamedAttrMap) as tf.Tensor;
+        const [dw, db] = run(FILTER_GRAD, { x: xt, dy, ...mask }, { ...conv, filterShape: wShape, bias: true, models: 1 });
+        return [y, dx, dw, db];
+      }));
+      expected.forEach((e, j) => {
+        assert.equal(actual[j].shape, e.shape, `${label}: shape of output ${j}`);
+        const err = relativeError(actual[j].values, e.values);
+        assert.ok(err <= 1e-4, `${label}: output ${j} off by ${err}`);
+      });
+    }
   }
 });
 

@@ -9,21 +9,25 @@ type Info = tf.TensorInfo;
 
 /**
  * [T²·mean_r(−Σ_c t·log softmax(z/T)), its gradient T·(softmax(z/T)·Σ_c t − t)/rows] for targets
- * t and logits z [rows, classes], in one workgroup: a training batch's loss and the gradient that
- * starts its backward pass, in one dispatch instead of about twenty.
+ * t and logits z [rows, classes] of each of `models` models (rows/models each, one workgroup per
+ * model): a training batch's loss and the gradient that starts its backward pass, in one dispatch
+ * instead of about twenty. With `total`, each model's loss times its rows is also added to
+ * total[model] in place (an epoch's running sum, without two more dispatches a step).
  */
-export function softCrossEntropy(backend: WebGPUBackend, targets: Info, logits: Info, temperature: number): Info[] {
-  const [rows, classes] = logits.shape;
+export function softCrossEntropy(backend: WebGPUBackend, targets: Info, logits: Info, temperature: number, models = 1, total?: Info): Info[] {
+  const [all, classes] = logits.shape;
+  const rows = all / models;
   const wgsl = () => `
-${bindings([['loss', 'read_write'], ['grad', 'read_write'], ['t', 'read'], ['z', 'read']], [['rows', 'i32'], ['temp', 'f32'], ['scale', 'f32'], ['lossScale', 'f32']])}
+${bindings([['loss', 'read_write'], ['grad', 'read_write'], ...(total ? ([['total', 'read_write']] as [string, 'read_write'][]) : []), ['t', 'read'], ['z', 'read']], [['rows', 'i32'], ['temp', 'f32'], ['scale', 'f32'], ['lossScale', 'f32'], ['count', 'f32']])}
 ${consts({ C: classes })}
 var<workgroup> part: array<f32, 256>;
 
 @compute @workgroup_size(256)
-fn main(@builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
   let tid = i32(lid);
+  let mdl = i32(wid.x);
   var acc = 0.0;
-  for (var r = tid; r < u.rows; r += 256) {
+  for (var r = mdl * u.rows + tid; r < (mdl + 1) * u.rows; r += 256) {
     let b = r * C;
     var mx = z[b] / u.temp;
     for (var c = 1; c < C; c++) { mx = max(mx, z[b + c] / u.temp); }
@@ -46,16 +50,22 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     if (tid < width) { part[tid] += part[tid + width]; }
     workgroupBarrier();
   }
-  if (tid == 0) { loss[0] = part[0] * u.lossScale; }
+  if (tid == 0) {
+    let value = part[0] * u.lossScale;
+    loss[mdl] = value;
+    ${total ? 'total[mdl] = total[mdl] + value * u.count;' : ''}
+  }
 }`;
-  return dispatch(backend, { name: 'RhobenchSoftCrossEntropy', key: String(classes), wgsl, workgroups: [1] }, {
+  return dispatch(backend, { name: 'RhobenchSoftCrossEntropy', key: `${classes};${Boolean(total)}`, wgsl, workgroups: [models] }, {
     inputs: [targets, logits],
-    outputs: [{ shape: [] }, { shape: [rows, classes] }],
+    inplace: total ? [total] : [],
+    outputs: [{ shape: models > 1 ? [models] : [] }, { shape: [all, classes] }],
     uniforms: [
       { type: 'int32', data: [rows] },
       { type: 'float32', data: [temperature] },
       { type: 'float32', data: [temperature / rows] },
       { type: 'float32', data: [(temperature * temperature) / rows] },
+      { type: 'float32', data: [rows] },
     ],
   });
 }

@@ -3,23 +3,16 @@ import { dispatch, grid, type WebGPUBackend } from './program.ts';
 import { mapWithColumnSums } from './reduce.ts';
 import { WG, bindings, consts, perElement, pixelOf } from './wgsl.ts';
 
-/** Gradients through ReLU and max pooling, with the bias sums the layer below needs. */
+/** Gradients through max pooling (and the ReLU below it, with the bias sums that layer needs). */
 
 type Info = tf.TensorInfo;
-
-/** [dy·(y > 0), its column sums]: a ReLU layer's gradient before the ReLU and its bias gradient. */
-export function reluBiasGrad(backend: WebGPUBackend, dy: Info, y: Info): Info[] {
-  const cols = y.shape[y.shape.length - 1];
-  const rows = y.shape.reduce((a, b) => a * b, 1) / cols;
-  return mapWithColumnSums(backend, 'RhobenchReluBiasGrad', 'if (y[i] > 0.0) { v = dy[i]; }', rows, cols, {}, [['dy', dy], ['y', y]], y.shape);
-}
 
 /**
  * MaxPoolGrad of a 2×2 pooling that tiles y (a ReLU layer's output, NHWC, even height and width),
  * times the ReLU's gradient, and its column sums: each element takes dy of its window if it is
  * the window's first maximum and positive.
  */
-export function poolReluBiasGrad(backend: WebGPUBackend, dy: Info, y: Info): Info[] {
+export function poolReluBiasGrad(backend: WebGPUBackend, dy: Info, y: Info, models = 1): Info[] {
   const [n, h, w, c] = y.shape;
   const f = `
       let j = r % W;
@@ -30,7 +23,7 @@ export function poolReluBiasGrad(backend: WebGPUBackend, dy: Info, y: Info): Inf
       var best = 0;
       for (var q = 1; q < 4; q++) { if (cells[q] > cells[best]) { best = q; } }
       if (best == (ii % 2) * 2 + j % 2 && y[i] > 0.0) { v = dy[((n * (H / 2) + ii / 2) * (W / 2) + j / 2) * COLS + c]; }`;
-  return mapWithColumnSums(backend, 'RhobenchPoolReluBiasGrad', f, n * h * w, c, { H: h, W: w }, [['dy', dy], ['y', y]], y.shape);
+  return mapWithColumnSums(backend, 'RhobenchPoolReluBiasGrad', f, n * h * w, c, { H: h, W: w }, [['dy', dy], ['y', y]], y.shape, models);
 }
 
 export interface PoolGeometry {
