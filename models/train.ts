@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { createAdam } from './fused-adam.ts';
 import { fusedForward, handDerivedStep } from './sequential-step.ts';
+import { stackKey, submitFit } from './stacked-fit.ts';
 import { softCrossEntropy } from './soft-loss.ts';
 import { rng, shuffleInPlace } from './seed.ts';
 import type { Imitation } from './types.ts';
@@ -52,9 +53,11 @@ export function makeTrainStep(model: tf.LayersModel, lr: number, temperature?: n
 }
 
 /**
- * Adam on soft targets (one-hot rows for hard labels), by makeTrainStep. Shuffles with its own
- * seeded generator, never Math.random, so concurrent cells cannot disturb each other's order.
- * The loss is read once per epoch: a read per batch would stall the backend's pipeline.
+ * Adam on soft targets (one-hot rows for hard labels), by makeTrainStep, or on webgpu by
+ * models/stacked-fit.ts (stacked with other cells' students where they match; the same numbers as
+ * alone). Shuffles with its own seeded generator, never Math.random, so concurrent cells cannot
+ * disturb each other's order. The loss is read once per epoch: a read per batch would stall the
+ * backend's pipeline.
  */
 export async function fitSoft(
   model: tf.LayersModel,
@@ -65,6 +68,9 @@ export async function fitSoft(
   const n = x.shape[0];
   if (targets.shape[0] !== n) throw new Error(`fitSoft: ${n} inputs but ${targets.shape[0]} target rows`);
   if (n === 0) return { losses: [] };
+  // On webgpu, Sequential students train on rhobench's kernels, stacked with other cells' alike.
+  const key = stackKey({ model, x, targets, opts });
+  if (key) return submitFit({ model, x, targets, opts }, key);
   const random = rng(opts.seed, 'shuffle');
   const trainer = makeTrainStep(model, opts.lr, opts.temperature);
   const order = Int32Array.from({ length: n }, (_, i) => i);

@@ -9,8 +9,9 @@ import { rng, withSeed } from '../models/seed.ts';
 import { handDerivedStep } from '../models/sequential-step.ts';
 import { softCrossEntropy, softCrossEntropyGrad } from '../models/soft-loss.ts';
 import { buildStudent } from '../models/students.ts';
-import { makeTrainStep } from '../models/train.ts';
-import { STUDENT_ARCHS } from '../models/types.ts';
+import { fitStacked, setTrainingQuorum, stackKey, type FitRequest } from '../models/stacked-fit.ts';
+import { fitSoft, makeTrainStep } from '../models/train.ts';
+import { STUDENT_ARCHS, type StudentArch } from '../models/types.ts';
 import { cpuVs, haveWebgpu, readAll, relativeError } from './helpers.ts';
 
 // Each kernel of engine/webgpu against the cpu backend: odd sizes, strides 1 and 2, 'same' and
@@ -21,6 +22,8 @@ const pick = (lo: number, hi: number) => lo + Math.floor(random() * (hi - lo + 1
 const fill = (len: number, zeroFraction = 0) => Float32Array.from({ length: len }, () => (random() < zeroFraction ? 0 : random() * 2 - 1));
 const run = (name: string, inputs: tf.NamedTensorMap, attrs: object = {}) => tf.engine().runKernel(name, inputs, attrs as tf.NamedAttrMap) as unknown as tf.Tensor[];
 const onGpu = (what: string) => haveWebgpu(what);
+/** Elements that are not bit-identical (uvu's diff of two large arrays would take minutes). */
+const mismatches = (a: ArrayLike<number>, b: ArrayLike<number>) => (a.length !== b.length ? Infinity : Array.from(a).filter((v, i) => !Object.is(v, b[i])).length);
 
 type Case = { n: number; h: number; w: number; ci: number; co: number; k: number; stride: 1 | 2; pad: 'same' | 'valid' };
 
@@ -299,6 +302,71 @@ test('a cnn-small training step on webgpu issues at most 60 dispatches and leaks
   trainer.dispose();
   model.dispose();
   tf.dispose([x, y]);
+  await initBackend('wasm');
+});
+
+test('students stacked as one program end with the weights each gets alone, bit for bit (mlp, cnn-small, lenet5); concurrent fitSoft calls meet in one stack', async () => {
+  if (!(await onGpu('stacked training'))) return;
+  await initBackend('webgpu');
+  const rows = 70; // batches of 32, 32 and 6
+  const data = [0, 1, 2].map(() => ({ x: fill(rows * 784, 0.5).map(Math.abs), t: fill(rows * 10).map(Math.abs) }));
+  const request = async (arch: StudentArch, m: number, seed: number): Promise<FitRequest> => ({
+    model: await withSeed(seed, () => buildStudent(arch, [28, 28, 1], 10)),
+    x: tf.tensor4d(data[m].x, [rows, 28, 28, 1]),
+    targets: tf.tidy(() => tf.div(tf.tensor2d(data[m].t, [rows, 10]), tf.sum(tf.tensor2d(data[m].t, [rows, 10]), 1, true)) as tf.Tensor2D),
+    opts: { epochs: 2, batchSize: 32, lr: 0.01, seed: 100 + seed, temperature: m === 1 ? 2 : 1 },
+  });
+  const weightsOf = (r: FitRequest) => Promise.all(r.model.getWeights().map((w) => w.data()));
+  const release = (r: FitRequest) => {
+    r.model.dispose();
+    tf.dispose([r.x, r.targets]);
+  };
+  for (const arch of ['mlp', 'cnn-small', 'lenet5'] as const) {
+    // Temperatures must match to stack: the three requests share one.
+    const make = async () => Promise.all([0, 1, 2].map(async (m) => ({ ...(await request(arch, m, m)), opts: { ...(await request(arch, m, m)).opts, temperature: 1.5 } })));
+    const alone = await make();
+    const aloneLosses = [];
+    const aloneDispatches = [];
+    for (const r of alone) {
+      let losses: number[] = [];
+      aloneDispatches.push(await countDispatches(async () => void (losses = (await fitStacked([r]))[0].losses)));
+      aloneLosses.push(losses);
+    }
+    const stacked = await make();
+    assert.ok(stackKey(stacked[0]) && stacked.every((r) => stackKey(r) === stackKey(stacked[0])));
+    let results: { losses: number[] }[] = [];
+    const stackedDispatches = await countDispatches(async () => void (results = await fitStacked(stacked)));
+    for (let m = 0; m < 3; m++) {
+      const a = await weightsOf(alone[m]);
+      const b = await weightsOf(stacked[m]);
+      a.forEach((w, i) => assert.is(mismatches(b[i], w), 0, `${arch}, model ${m}, weight ${i}: values of the stacked model that differ from alone`));
+      assert.equal(results[m].losses, aloneLosses[m], `${arch}, model ${m}: losses`);
+      const initial = await withSeed(m, () => buildStudent(arch, [28, 28, 1], 10));
+      const before = await Promise.all(initial.getWeights().map((w) => w.data()));
+      initial.dispose();
+      assert.ok(a.every((w, i) => w.some((v, j) => v !== before[i][j])), `${arch}, model ${m}: every weight moved in training`);
+    }
+    assert.ok(stackedDispatches < 0.5 * aloneDispatches.reduce((p, q) => p + q, 0), `${arch}: ${stackedDispatches} dispatches stacked against ${aloneDispatches.join(' + ')} alone`);
+    [...alone, ...stacked].forEach(release);
+  }
+  // fitSoft from three cells at once: with a quorum of three they wait for each other and stack.
+  const restore = setTrainingQuorum(() => 3);
+  try {
+    const alone = await Promise.all([0, 1, 2].map((m) => request('mlp', m, m)).map(async (p) => ({ ...(await p), opts: { ...(await p).opts, temperature: 1 } })));
+    for (const r of alone) await fitStacked([r]);
+    const concurrent = await Promise.all([0, 1, 2].map((m) => request('mlp', m, m)).map(async (p) => ({ ...(await p), opts: { ...(await p).opts, temperature: 1 } })));
+    const dispatches = await countDispatches(async () => void (await Promise.all(concurrent.map((r) => fitSoft(r.model, r.x, r.targets, r.opts)))));
+    for (let m = 0; m < 3; m++) {
+      const a = await weightsOf(alone[m]);
+      const b = await weightsOf(concurrent[m]);
+      a.forEach((w, i) => assert.is(mismatches(b[i], w), 0, `concurrent fitSoft, model ${m}, weight ${i}: values that differ from alone`));
+    }
+    const one = await countDispatches(async () => void (await fitStacked([await request('mlp', 0, 0)])));
+    assert.ok(dispatches < 1.5 * one, `three concurrent fitSoft calls took ${dispatches} dispatches, one alone ${one}: they did not stack`);
+    [...alone, ...concurrent].forEach(release);
+  } finally {
+    restore();
+  }
   await initBackend('wasm');
 });
 
