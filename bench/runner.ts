@@ -8,6 +8,7 @@ import { defaultCacheDir, loadDataset, loadPool, poolKey } from '../datasets/ind
 import { relabel } from '../datasets/tasks.ts';
 import type { Dataset, Split } from '../datasets/types.ts';
 import { backendFaults, initBackend, type BackendInfo, type BackendName } from '../engine/backend.ts';
+import { setTrainingQuorum } from '../models/stacked-fit.ts';
 import { getTarget } from '../models/targets/index.ts';
 import type { StudentSpec, Target } from '../models/types.ts';
 import type { Oracle } from '../serve/types.ts';
@@ -125,8 +126,24 @@ function cellBase(env: SweepEnv, cell: Cell) {
   };
 }
 
+/**
+ * Cells running in this thread (a worker has its own count). Students of interleaved cells stack
+ * on a GPU (models/stacked-fit.ts): a request to train waits for the others until this many ask.
+ */
+let cellsInFlight = 0;
+setTrainingQuorum(() => Math.max(1, cellsInFlight));
+
 /** Runs one cell: build the oracle, let the attack spend its budget, score the imitation. Never throws. */
 export async function runCell(env: SweepEnv, cell: Cell, onStep?: Progress['cellStep']): Promise<CellResult> {
+  cellsInFlight++;
+  try {
+    return await judgedCell(env, cell, onStep);
+  } finally {
+    cellsInFlight--;
+  }
+}
+
+async function judgedCell(env: SweepEnv, cell: Cell, onStep?: Progress['cellStep']): Promise<CellResult> {
   // A GPU reports its errors after the fact, to a handler: the cell is judged by those that came
   // while it ran. A lost device is a crash (its thread can run nothing more); another GPU error
   // fails the cell, since its numbers may be wrong.
@@ -579,7 +596,7 @@ export class SweepRun {
     this.warm = undefined;
     // This thread's footprint once prepared stands for a worker's: each holds the same data and targets.
     const memory = { free: freemem(), perThread: process.memoryUsage().rss };
-    const threads = resolveConcurrency(this.config.concurrency, this.pending.length, { memory });
+    const threads = resolveConcurrency(this.config.concurrency, this.pending.length, { memory, cellsPerThread: resolveCellsPerThread(this.config.cellsPerThread, env.backend) });
     const log = (m: string) => this.progress.log(m);
     if (threads <= 1 || servesInThread(this.config)) {
       void warm?.close();

@@ -10,25 +10,29 @@ import type { Cell, CellResult } from './types.ts';
 export type ConcurrencySetting = SweepConfig['concurrency'];
 
 /**
- * How many cells run at once: the main thread runs one, worker threads the others. 'auto' takes
- * one per core the process may use, never more than there are cells, nor more workers than free
- * memory holds when each needs `memory.perThread` bytes (a worker holds its own data and
- * targets). When cells must run in the main thread (`inThread`), 'auto' means one: cells there
- * share one backend, so more would interleave, not parallelise.
+ * How many threads run cells: the main thread, and worker threads beside it. 'auto' takes one per
+ * core the process may use, never more than the cells fill (`cellsPerThread` each), nor more
+ * workers than free memory holds when each needs `memory.perThread` bytes (a worker holds its own
+ * data and targets). When cells must run in the main thread (`inThread`), 'auto' means one: cells
+ * there share one backend, so more would interleave, not parallelise.
  */
 export function resolveConcurrency(
   setting: ConcurrencySetting,
   cells: number,
-  opts: { inThread?: boolean; cores?: number; memory?: { free: number; perThread: number } } = {},
+  opts: { inThread?: boolean; cores?: number; cellsPerThread?: number; memory?: { free: number; perThread: number } } = {},
 ): number {
   if (setting !== 'auto') return setting;
   if (opts.inThread) return 1;
   const fits = opts.memory ? 1 + Math.floor(opts.memory.free / opts.memory.perThread) : Infinity;
-  return Math.max(1, Math.min(opts.cores ?? availableParallelism(), cells, fits));
+  return Math.max(1, Math.min(opts.cores ?? availableParallelism(), Math.ceil(cells / (opts.cellsPerThread ?? 1)), fits));
 }
 
-/** 'auto' cells per thread on a GPU backend: a first choice, until a GPU measurement settles it (README, Backends and speed). */
-export const CELLS_PER_GPU_THREAD = 2;
+/**
+ * 'auto' cells per thread on a GPU backend: enough interleaved cells that their students stack
+ * (models/stacked-fit.ts) into programs that fill a GPU. A first choice, until a GPU measurement
+ * settles it (README, Backends and speed).
+ */
+export const CELLS_PER_GPU_THREAD = 8;
 
 /** A config's `cellsPerThread` for a backend: 'auto' interleaves only on a GPU. */
 export function resolveCellsPerThread(setting: SweepConfig['cellsPerThread'], backend: { gpu: boolean }): number {

@@ -40,11 +40,11 @@ const grid = (name: string, targets: object[], attacks: string[]) => ({
 });
 
 /** rhobench sweep on webgpu in a child process (as a user runs it); its cells and manifest. */
-function sweepOnWebgpu(config: ReturnType<typeof grid>) {
+function sweepOnWebgpu(config: ReturnType<typeof grid>, flags: string[] = []) {
   const dir = mkdtempSync(join(tmpdir(), 'rho-webgpu-'));
   const path = join(dir, `${config.name}.json`);
   writeFileSync(path, JSON.stringify(config));
-  const r = spawnSync(process.execPath, [join(REPO_ROOT, 'scripts', 'rhobench.js'), 'sweep', path, '-b', 'webgpu', '-c', '1', '--results', dir, '--run-id', 'run'], {
+  const r = spawnSync(process.execPath, [join(REPO_ROOT, 'scripts', 'rhobench.js'), 'sweep', path, '-b', 'webgpu', '-c', '1', '--results', dir, '--run-id', 'run', ...flags], {
     encoding: 'utf8',
     timeout: 600_000,
     env: { ...process.env, RHOBENCH_CACHE: TEST_CACHE },
@@ -74,6 +74,23 @@ test('every target family and every attack runs on webgpu: no cell fails, each f
   const ids = Object.fromEntries(Object.entries(SPECS).map(([family, spec]) => [(spec as { id: string }).id, family]));
   assert.equal([...new Set(ok.map((c) => ids[c.target]))].sort(), [...TARGET_FAMILIES].sort(), 'families that answered');
   assert.equal([...new Set(ok.map((c) => c.attack))].sort(), Object.keys(ATTACKS).sort(), 'attacks that ran');
+});
+
+test('on webgpu, cells interleaved in a thread (their students stacked) give the ρ of one cell at a time, bit for bit', async () => {
+  if (!(await haveWebgpu('interleaved cells on webgpu'))) return;
+  const config = {
+    ...grid('stacked', [SPECS['naive-bayes'], SPECS.mlp], ['knockoff', 'distillation', 'copycat']),
+    side: [{ name: 'same+probs', pool: 'same', disclosure: 'probs', architecture: 'unknown' }],
+    budgets: [100, 150],
+    seeds: [1, 2],
+  };
+  const one = sweepOnWebgpu(config, ['--cells-per-thread', '1']);
+  const eight = sweepOnWebgpu(config, ['--cells-per-thread', '8']);
+  assert.is(one.manifest.workers.cellsPerThread, 1);
+  assert.is(eight.manifest.workers.cellsPerThread, 8);
+  const rho = new Map(one.cells.map((c) => [`${c.target} ${c.attack} ${c.budget} ${c.seed}`, c.rho]));
+  assert.is(eight.cells.filter((c) => c.status === 'ok').length, 24);
+  for (const c of eight.cells) assert.is(c.rho, rho.get(`${c.target} ${c.attack} ${c.budget} ${c.seed}`), `${c.target} ${c.attack} ${c.budget} ${c.seed}`);
 });
 
 test('GPU faults are the cells\': an uncaught GPU error fails the cell it came in, a lost device is a crash that stops the thread', async () => {

@@ -61,6 +61,7 @@ test("'auto' concurrency is one cell per core, at most one per cell, and one in 
   assert.is(resolveConcurrency('auto', 8, { cores: 8, memory: { free: 3e9, perThread: 1e9 } }), 4, 'the main thread and as many workers as free memory holds');
   assert.is(resolveConcurrency('auto', 8, { cores: 8, memory: { free: 0.5e9, perThread: 1e9 } }), 1);
   assert.is(resolveConcurrency(3, 8, { cores: 2, inThread: true }), 3, 'a number is taken as given');
+  assert.is(resolveConcurrency('auto', 36, { cores: 16, cellsPerThread: 8 }), 5, 'no more threads than the cells fill');
   assert.is(parseSweepConfig(tinyJson).concurrency, 'auto');
   assert.throws(() => parseSweepConfig({ ...tinyJson, concurrency: 0 }), /concurrency/);
   assert.throws(() => parseSweepConfig({ ...tinyJson, concurrency: 'many' }), /concurrency/);
