@@ -167,9 +167,9 @@ const sweepFields = {
    */
   concurrency: z.union([count.max(64), z.literal('auto')]).default('auto'),
   /**
-   * Cells each thread runs interleaved, sharing its backend: on a GPU one cell's step leaves the
-   * device idle while the next is encoded, and another cell's kernels fill the gap. 'auto': 1 on
-   * CPU backends (interleaving there only shares one core), CELLS_PER_GPU_THREAD on a GPU.
+   * Cells each thread runs interleaved, sharing its backend: on a GPU their students train
+   * stacked as one program (models/stacked-fit.ts), which a small student alone cannot fill.
+   * 'auto': 1 on CPU backends (interleaving there only shares one core), CELLS_PER_GPU_THREAD on a GPU.
    */
   cellsPerThread: z.union([count.max(16), z.literal('auto')]).default('auto'),
 };

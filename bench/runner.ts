@@ -519,8 +519,9 @@ export class SweepRun {
     const here = perThread * (workers ? 1 : resolveConcurrency(this.config.concurrency, this.pending.length, { inThread: true }));
     this.manifest.workers = { threads: 1, mainThread: true, cellsPerThread: perThread };
     // With worker threads the largest cells go first, so that none is left running alone at the
-    // end (the files are put back in grid order when the run ends).
-    const queue = workers ? largestFirst(this.pending) : [...this.pending];
+    // end; cells interleaved in a thread then also come in by budget, so their students stack
+    // (the files are put back in grid order when the run ends).
+    const queue = workers || perThread > 1 ? largestFirst(this.pending) : [...this.pending];
     // One picture of sample queries per (target, attack, side): the first of its cells to start draws it.
     const pictured = new Set<string>();
     let latest = -1;

@@ -277,7 +277,7 @@ program
   .option('--seeds <list>', 'override the seeds, e.g. 1,2,3', intList)
   .option('--budgets <list>', 'override the query budgets, e.g. 100,1000', intList)
   .option('-c, --concurrency <n>', 'threads running cells, each a worker thread of its own with its own backend: a number, or "auto" (one per core; the default when the config sets none); 1 runs cells in the main thread. Overrides the config', concurrencyValue)
-  .option('--cells-per-thread <n>', 'cells each thread runs interleaved, sharing its backend: a number, or "auto" (1 on CPU backends, 2 on a GPU; the default). Overrides the config', cellsPerThreadValue)
+  .option('--cells-per-thread <n>', 'cells each thread runs interleaved, sharing its backend: a number, or "auto" (1 on CPU backends, 8 on a GPU, where their students train stacked; the default). Overrides the config', cellsPerThreadValue)
   .addOption(new Option('-t, --transport <name>', 'how attacks reach the targets (overrides the config)').choices([...TRANSPORTS]))
   .option('--resume [dir]', 'continue the run in DIR (results/<run-id>): keep its finished cells, run failed and missing ones; bare --resume continues --run-id, or starts it when it holds no run yet')
   .option('--shard <i/n>', 'run shard i of n (0-based, 0 ≤ i < n): the grid cells whose index mod n is i; merge the shards with `rhobench merge`')

@@ -29,7 +29,7 @@ torch=$(ls /tmp/devpack/torch_student.py ../shared/device/torch_student.py 2>/de
 
 step "the 36-cell sweep: wasm on every core against webgpu (-c threads : cells per thread)"
 timeout 420 node --import tsx scripts/bench.ts --backends webgpu --students mlp --batches 128 --training-only \
-  --gpu-sweep "1,1:4,4:2,16:1,8:4" > "$out/sweep.log" 2>&1
+  --gpu-sweep "16:1,1:1,1:8,4:8,auto" > "$out/sweep.log" 2>&1
 echo "sweep exit $?" >> "$out/steps.log"
 cp results/perf.json "$out/perf-sweep.json" 2>/dev/null
 step done
