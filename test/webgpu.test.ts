@@ -79,7 +79,7 @@ test('every target family and every attack runs on webgpu: no cell fails, each f
 test('on webgpu, cells interleaved in a thread (their students stacked) give the ρ of one cell at a time, bit for bit', async () => {
   if (!(await haveWebgpu('interleaved cells on webgpu'))) return;
   const config = {
-    ...grid('stacked', [SPECS['naive-bayes'], SPECS.mlp], ['knockoff', 'distillation', 'copycat']),
+    ...grid('stacked', [SPECS['naive-bayes']], ['knockoff', 'copycat']),
     side: [{ name: 'same+probs', pool: 'same', disclosure: 'probs', architecture: 'unknown' }],
     budgets: [100, 150],
     seeds: [1, 2],
@@ -89,7 +89,7 @@ test('on webgpu, cells interleaved in a thread (their students stacked) give the
   assert.is(one.manifest.workers.cellsPerThread, 1);
   assert.is(eight.manifest.workers.cellsPerThread, 8);
   const rho = new Map(one.cells.map((c) => [`${c.target} ${c.attack} ${c.budget} ${c.seed}`, c.rho]));
-  assert.is(eight.cells.filter((c) => c.status === 'ok').length, 24);
+  assert.is(eight.cells.filter((c) => c.status === 'ok').length, 8);
   for (const c of eight.cells) assert.is(c.rho, rho.get(`${c.target} ${c.attack} ${c.budget} ${c.seed}`), `${c.target} ${c.attack} ${c.budget} ${c.seed}`);
 });
 
