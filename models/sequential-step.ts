@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { CONV_RELU_POOL, CONV_RELU_POOL_GRAD, POOL_RELU_BIAS_GRAD, RELU_BIAS_GRAD, STEP_KERNELS } from '../engine/kernel-names.ts';
 import { softCrossEntropy, softCrossEntropyGrad } from './soft-loss.ts';
 import { hasStackedKernels, ownWeights, stackedForward, stackedGrads } from './stacked-step.ts';
-import { fusesWithPool, planStages, run1, run2, tilesTwoByTwo, type Stage } from './stages.ts';
+import { forwardStages, planStages, run1, run2, tilesTwoByTwo, type LayerOps, type Stage } from './stages.ts';
 
 /**
  * The gradient of the distillation loss for a Sequential model of Conv2D, MaxPooling2D,
@@ -65,47 +65,16 @@ export function fusedForward(model: tf.LayersModel): ((x: tf.Tensor) => tf.Tenso
   return (x) => tf.tidy(() => stackedForward(stages, weights, 1, x).logits);
 }
 
-interface Forward {
-  logits: tf.Tensor2D;
-  /** Each stage's input and output (undefined where a fused pair skips one). */
-  inputs: (tf.Tensor | undefined)[];
-  outputs: (tf.Tensor | undefined)[];
-  /** The fused first layer's pooling cells, for its gradient. */
-  argmax?: tf.Tensor;
-  firstTrained: number;
-}
+/** On wasm: the wasm kernels of engine/wasm where they fuse, tfjs's fused convolution and matmul elsewhere. */
+const WASM_LAYERS: LayerOps = {
+  convReluPool: (s, _i, h) => run2(CONV_RELU_POOL, { x: h, filter: s.kernel, bias: s.bias }, { strides: s.strides, pad: s.pad }),
+  layer: (s, _i, h) =>
+    s.kind === 'conv'
+      ? tf.fused.conv2d({ x: h as tf.Tensor4D, filter: s.kernel as tf.Tensor4D, bias: s.bias, strides: s.strides, pad: s.pad, activation: s.act })
+      : tf.fused.matMul({ a: h as tf.Tensor2D, b: s.kernel as tf.Tensor2D, bias: s.bias, activation: s.act }),
+};
 
-function forward(stages: Stage[], x: tf.Tensor): Forward {
-  const firstTrained = stages.findIndex((s) => s.kind === 'conv' || s.kind === 'dense');
-  const inputs: (tf.Tensor | undefined)[] = [];
-  const outputs: (tf.Tensor | undefined)[] = [];
-  let argmax: tf.Tensor | undefined;
-  let h = x;
-  for (let i = 0; i < stages.length; i++) {
-    const s = stages[i];
-    inputs.push(h);
-    if (s.kind === 'conv' && fusesWithPool(stages, i, firstTrained, h)) {
-      const [pooled, cells] = run2(CONV_RELU_POOL, { x: h, filter: s.kernel, bias: s.bias }, { strides: s.strides, pad: s.pad });
-      argmax = cells;
-      inputs.push(undefined);
-      outputs.push(undefined, pooled);
-      h = pooled;
-      i++;
-      continue;
-    }
-    if (s.kind === 'conv') {
-      h = tf.fused.conv2d({ x: h as tf.Tensor4D, filter: s.kernel as tf.Tensor4D, bias: s.bias, strides: s.strides, pad: s.pad, activation: s.act });
-    } else if (s.kind === 'dense') {
-      h = tf.fused.matMul({ a: h as tf.Tensor2D, b: s.kernel as tf.Tensor2D, bias: s.bias, activation: s.act });
-    } else if (s.kind === 'pool') {
-      h = tf.maxPool(h as tf.Tensor4D, s.size, s.strides, s.pad);
-    } else {
-      h = tf.reshape(h, [h.shape[0], -1]);
-    }
-    outputs.push(h);
-  }
-  return { logits: h as tf.Tensor2D, inputs, outputs, argmax, firstTrained };
-}
+const forward = (stages: Stage[], x: tf.Tensor) => forwardStages(stages, x, WASM_LAYERS);
 
 function run(stages: Stage[], x: tf.Tensor, targets: tf.Tensor2D, temperature: number): { value: tf.Scalar; grads: tf.NamedTensorMap } {
   const { logits, inputs, outputs, argmax, firstTrained } = forward(stages, x);

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { CONV_FORWARD, CONV_RELU_POOL, CONV_RELU_POOL_GRAD, FILTER_GRAD, INPUT_GRAD, POOL_RELU_BIAS_GRAD, SOFT_CROSS_ENTROPY, STACKED_STEP_KERNELS } from '../engine/kernel-names.ts';
-import { fusesWithPool, run1, run2, tilesTwoByTwo, type Stage } from './stages.ts';
+import { forwardStages, run1, run2, tilesTwoByTwo, type Pass, type Stage } from './stages.ts';
 
 /**
  * The training step of Sequential students on rhobench's own kernels alone (webgpu), for one
@@ -24,44 +24,12 @@ export function ownWeights(stages: Stage[]): StackWeights {
   return stages.map((s) => ('kernel' in s ? { kernel: s.kernel, bias: s.bias } : undefined));
 }
 
-interface Pass {
-  logits: tf.Tensor2D;
-  inputs: (tf.Tensor | undefined)[];
-  outputs: (tf.Tensor | undefined)[];
-  argmax?: tf.Tensor;
-  firstTrained: number;
-}
-
 export function stackedForward(stages: Stage[], weights: StackWeights, models: number, x: tf.Tensor): Pass {
-  const firstTrained = stages.findIndex((s) => s.kind === 'conv' || s.kind === 'dense');
-  const inputs: (tf.Tensor | undefined)[] = [];
-  const outputs: (tf.Tensor | undefined)[] = [];
-  let argmax: tf.Tensor | undefined;
-  let h = x;
-  for (let i = 0; i < stages.length; i++) {
-    const s = stages[i];
-    const w = weights[i];
-    inputs.push(h);
-    if (s.kind === 'conv' && fusesWithPool(stages, i, firstTrained, h)) {
-      const [pooled, cells] = run2(CONV_RELU_POOL, { x: h, filter: w!.kernel, bias: w!.bias }, { strides: s.strides, pad: s.pad, models });
-      argmax = cells;
-      inputs.push(undefined);
-      outputs.push(undefined, pooled);
-      h = pooled;
-      i++;
-      continue;
-    }
-    if (s.kind === 'conv' || s.kind === 'dense') {
-      const attrs = s.kind === 'conv' ? { strides: s.strides, pad: s.pad } : {};
-      h = run1(CONV_FORWARD, { x: h, filter: w!.kernel, bias: w!.bias }, { ...attrs, relu: s.act === 'relu', models });
-    } else if (s.kind === 'pool') {
-      h = tf.maxPool(h as tf.Tensor4D, s.size, s.strides, s.pad);
-    } else {
-      h = tf.reshape(h, [h.shape[0], -1]);
-    }
-    outputs.push(h);
-  }
-  return { logits: h as tf.Tensor2D, inputs, outputs, argmax, firstTrained };
+  return forwardStages(stages, x, {
+    convReluPool: (s, i, h) => run2(CONV_RELU_POOL, { x: h, filter: weights[i]!.kernel, bias: weights[i]!.bias }, { strides: s.strides, pad: s.pad, models }),
+    layer: (s, i, h) =>
+      run1(CONV_FORWARD, { x: h, filter: weights[i]!.kernel, bias: weights[i]!.bias }, { ...(s.kind === 'conv' ? { strides: s.strides, pad: s.pad } : {}), relu: s.act === 'relu', models }),
+  });
 }
 
 export interface StackedGrads {

@@ -107,7 +107,7 @@ export function tilesTwoByTwo(s: Stage & { kind: 'pool' }, input: tf.Tensor): bo
  * Whether the first trained layer, a ReLU convolution, and the 2×2 pooling after it run as
  * CONV_RELU_POOL, which never materialises the convolution's output.
  */
-export function fusesWithPool(stages: Stage[], i: number, firstTrained: number, input: tf.Tensor): boolean {
+function fusesWithPool(stages: Stage[], i: number, firstTrained: number, input: tf.Tensor): boolean {
   const s = stages[i];
   const next = stages[i + 1];
   if (i !== firstTrained || s.kind !== 'conv' || s.act !== 'relu' || next?.kind !== 'pool' || !isTwoByTwo(next)) return false;
@@ -115,3 +115,49 @@ export function fusesWithPool(stages: Stage[], i: number, firstTrained: number, 
   return convReluPoolFits(tf.getBackend(), info.outHeight, info.outWidth, info.outChannels);
 }
 
+
+export type TrainedStage = Stage & { kind: 'conv' | 'dense' };
+
+/** A forward pass, with what the backward pass needs of it. */
+export interface Pass {
+  logits: tf.Tensor2D;
+  /** Each stage's input and output (undefined where a fused pair skips one). */
+  inputs: (tf.Tensor | undefined)[];
+  outputs: (tf.Tensor | undefined)[];
+  /** The fused first layer's pooling cells, for its gradient. */
+  argmax?: tf.Tensor;
+  firstTrained: number;
+}
+
+/** How a step runs its trained stages forward; pooling and flattening are tfjs's own. */
+export interface LayerOps {
+  /** The first layer, a ReLU convolution, with the 2×2 pooling after it: [pooled, argmax]. */
+  convReluPool(s: Stage & { kind: 'conv' }, i: number, h: tf.Tensor): [tf.Tensor, tf.Tensor];
+  layer(s: TrainedStage, i: number, h: tf.Tensor): tf.Tensor;
+}
+
+export function forwardStages(stages: Stage[], x: tf.Tensor, ops: LayerOps): Pass {
+  const firstTrained = stages.findIndex((s) => s.kind === 'conv' || s.kind === 'dense');
+  const inputs: (tf.Tensor | undefined)[] = [];
+  const outputs: (tf.Tensor | undefined)[] = [];
+  let argmax: tf.Tensor | undefined;
+  let h = x;
+  for (let i = 0; i < stages.length; i++) {
+    const s = stages[i];
+    inputs.push(h);
+    if (s.kind === 'conv' && fusesWithPool(stages, i, firstTrained, h)) {
+      const [pooled, cells] = ops.convReluPool(s, i, h);
+      argmax = cells;
+      inputs.push(undefined);
+      outputs.push(undefined, pooled);
+      h = pooled;
+      i++;
+      continue;
+    }
+    if (s.kind === 'conv' || s.kind === 'dense') h = ops.layer(s, i, h);
+    else if (s.kind === 'pool') h = tf.maxPool(h as tf.Tensor4D, s.size, s.strides, s.pad);
+    else h = tf.reshape(h, [h.shape[0], -1]);
+    outputs.push(h);
+  }
+  return { logits: h as tf.Tensor2D, inputs, outputs, argmax, firstTrained };
+}
