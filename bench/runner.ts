@@ -510,12 +510,12 @@ export class SweepRun {
     });
     const env = this.env;
     if (!env || !this.pending.length) return this.results;
-    const workers = this.openPool(env);
-    this.pool = workers?.pool;
     // Each thread interleaves cellsPerThread cells; in this thread alone, a concurrency above 1
     // interleaves that many more (the HTTP transport's own server).
     const perThread = resolveCellsPerThread(this.config.cellsPerThread, env.backend);
     this.cellsPerThread = perThread;
+    const workers = this.openPool(env, perThread);
+    this.pool = workers?.pool;
     const here = perThread * (workers ? 1 : resolveConcurrency(this.config.concurrency, this.pending.length, { inThread: true }));
     this.manifest.workers = { threads: 1, mainThread: true, cellsPerThread: perThread };
     // With worker threads the largest cells go first, so that none is left running alone at the
@@ -592,12 +592,12 @@ export class SweepRun {
    * itself (one server and one ledger, in this thread). `ready` resolves once the threads have
    * prepared their environment: to false when none can run cells (said in the log).
    */
-  private openPool(env: SweepEnv): { pool: WorkerPool; ready: Promise<boolean> } | undefined {
+  private openPool(env: SweepEnv, perThread: number): { pool: WorkerPool; ready: Promise<boolean> } | undefined {
     const warm = this.warm;
     this.warm = undefined;
     // This thread's footprint once prepared stands for a worker's: each holds the same data and targets.
     const memory = { free: freemem(), perThread: process.memoryUsage().rss };
-    const threads = resolveConcurrency(this.config.concurrency, this.pending.length, { memory, cellsPerThread: resolveCellsPerThread(this.config.cellsPerThread, env.backend) });
+    const threads = resolveConcurrency(this.config.concurrency, this.pending.length, { memory, cellsPerThread: perThread });
     const log = (m: string) => this.progress.log(m);
     if (threads <= 1 || servesInThread(this.config)) {
       void warm?.close();
@@ -613,7 +613,6 @@ export class SweepRun {
       isCrash: (r: CellResult) => Boolean(r.error?.startsWith(BACKEND_CRASH)),
     };
     log(`cells run in this thread now, and in ${threads - 1} worker thread${threads === 2 ? '' : 's'} as soon as they are ready (each with its own ${env.backend.name} backend, data and targets)`);
-    const perThread = resolveCellsPerThread(this.config.cellsPerThread, env.backend);
     const ready = pool.start(init, attackRegistryDigest(ATTACKS), hooks, threads - 1, perThread).then((started) => {
       if (started === true) {
         log(`${pool.size} worker thread${pool.size === 1 ? '' : 's'} ready: ${(pool.size + 1) * perThread} cells at a time${perThread > 1 ? ` (${perThread} interleaved in each thread)` : ''}`);

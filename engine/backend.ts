@@ -7,7 +7,7 @@ import { probeDawn } from './webgpu/probe.ts';
 export type BackendName = 'auto' | 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
 export interface BackendInfo {
   name: 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
-  /** True only when TensorFlow itself reports a GPU device in use. */
+  /** True only for a real GPU: tfjs-node-gpu reporting its CUDA device in use, or WebGPU on a hardware adapter. */
   gpu: boolean;
   reason: string;
 }
@@ -46,7 +46,7 @@ async function loadTensorflow(): Promise<BackendInfo> {
  */
 async function loadWebgpu(): Promise<BackendInfo> {
   const probe = await probeDawn();
-  if (!probe.found) throw new BackendUnavailable(`backend "webgpu": ${probe.why}${probe.why.startsWith('Dawn found no') ? `: ${NO_ADAPTER_HINT}` : ''}`);
+  if (!probe.found) throw new BackendUnavailable(`backend "webgpu": ${probe.why}${probe.noAdapter ? `: ${NO_ADAPTER_HINT}` : ''}`);
   let dawn: DawnDevice;
   try {
     dawn = await registerWebgpu();

@@ -2,7 +2,8 @@ import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { adapterLabel, isHardware, type AdapterInfo } from './dawn.ts';
 
-export type DawnProbe = { found: true; hardware: boolean; label: string } | { found: false; why: string };
+/** Which adapter Dawn offers; without one, why (`noAdapter`: Dawn loaded and listed none). */
+export type DawnProbe = { found: true; hardware: boolean; label: string } | { found: false; why: string; noAdapter?: boolean };
 
 /** Where child processes can resolve the optional `webgpu` package from. */
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -15,7 +16,7 @@ const SCRIPT = `
     const a = await create([]).requestAdapter({ powerPreference: 'high-performance' });
     out = a
       ? { found: true, isFallbackAdapter: a.isFallbackAdapter, info: { vendor: a.info?.vendor, architecture: a.info?.architecture, device: a.info?.device, description: a.info?.description } }
-      : { found: false, why: 'Dawn found no GPU adapter' };
+      : { found: false, noAdapter: true, why: 'Dawn found no GPU adapter' };
   } catch (err) {
     out = { found: false, why: 'the optional package "webgpu" (Dawn) did not load: ' + String(err?.message ?? err).split('\\n')[0] };
   }
@@ -43,8 +44,8 @@ export async function probeDawn(): Promise<DawnProbe> {
         resolve({ found: false, why: `probing Dawn failed (${err ? err.message.split('\n')[0] : 'no answer'})` });
         return;
       }
-      const raw = JSON.parse(last) as { found: boolean; why?: string; isFallbackAdapter?: boolean; info?: AdapterInfo };
-      resolve(raw.found ? { found: true, hardware: isHardware(raw), label: adapterLabel(raw.info ?? {}) } : { found: false, why: raw.why ?? 'Dawn found no GPU adapter' });
+      const raw = JSON.parse(last) as { found: boolean; why?: string; noAdapter?: boolean; isFallbackAdapter?: boolean; info?: AdapterInfo };
+      resolve(raw.found ? { found: true, hardware: isHardware(raw), label: adapterLabel(raw.info ?? {}) } : { found: false, why: raw.why ?? 'Dawn found no GPU adapter', noAdapter: raw.noAdapter });
     });
   });
   process.env[CACHE_VAR] = JSON.stringify(probe);
