@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { subset, toTensor } from '../datasets/split.ts';
 import { sampleIndices, withSeed } from '../models/seed.ts';
 import { buildStudent } from '../models/students.ts';
-import { asImitation, fitSoft, predictBatched } from '../models/train.ts';
+import { asImitation, fitSoft, logitsOf, predictBatched } from '../models/train.ts';
 import { normalizeRows, studentArch } from './transfer.ts';
 import type { Attack, AttackContext } from './types.ts';
 
@@ -62,7 +62,8 @@ function kCenter(points: Float32Array, dim: number, k: number, centres: Float32A
 
 /** The student's probabilities on x, batched; disposes x. */
 async function studentProbs(model: tf.LayersModel, x: tf.Tensor): Promise<Float32Array> {
-  const probs = predictBatched((b) => tf.softmax(model.predict(b) as tf.Tensor2D), x);
+  const logits = logitsOf(model);
+  const probs = predictBatched((b) => tf.softmax(logits(b)), x);
   x.dispose();
   const data = (await probs.data()) as Float32Array;
   probs.dispose();

@@ -4,7 +4,7 @@ import { subset, toTensor } from '../datasets/split.ts';
 import type { Split } from '../datasets/types.ts';
 import { rng, sampleIndices, shuffleInPlace, withSeed } from '../models/seed.ts';
 import { buildStudent } from '../models/students.ts';
-import { fitSoft } from '../models/train.ts';
+import { fitSoft, logitsOf } from '../models/train.ts';
 import { trainStudent } from './student.ts';
 import { studentArch } from './transfer.ts';
 import type { Attack, AttackContext } from './types.ts';
@@ -346,6 +346,7 @@ export function makeAdaptiveKnockoff(options: AdaptiveOptions = {}): Attack {
       let step = 0;
 
       const model = useLoss ? await withSeed(ctx.seed + 1, () => buildStudent(studentArch(ctx), inputShape, classes)) : undefined;
+      const studentLogits = model && logitsOf(model);
       try {
         while (done < budget) {
           step++;
@@ -367,8 +368,8 @@ export function makeAdaptiveKnockoff(options: AdaptiveOptions = {}): Attack {
             answer.dispose();
             if (raw.length !== m * classes) throw new RangeError(`adaptive knockoff: the oracle answered ${raw.length / m} values per row, expected ${classes}`);
             answers.set(toDistributions(Float32Array.from(raw), classes), done * classes);
-            if (model) {
-              const out = tf.tidy(() => model.predict(x) as tf.Tensor2D);
+            if (studentLogits) {
+              const out = studentLogits(x);
               logits = (await out.data()) as Float32Array;
               out.dispose();
             }

@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { rng, sampleIndices, withSeed } from '../models/seed.ts';
 import { buildStudent } from '../models/students.ts';
 import { fitLinearSvm, linearDecisions, linearScores, type LinearSvmParams } from '../models/targets/linear-svm.ts';
-import { asImitation, fitSoft, predictBatched } from '../models/train.ts';
+import { asImitation, fitSoft, logitsOf, predictBatched } from '../models/train.ts';
 import type { Imitation, TargetFamily } from '../models/types.ts';
 import { studentArch } from './transfer.ts';
 import type { Attack, AttackContext } from './types.ts';
@@ -84,7 +84,7 @@ function studentModel(model: tf.LayersModel, inputShape: [number, number, number
   return {
     async decide(x, n) {
       const input = tf.tensor(x, [n, ...inputShape]);
-      const probs = predictBatched((b) => model.predict(b) as tf.Tensor2D, input, 512);
+      const probs = predictBatched(logitsOf(model), input, 512);
       input.dispose();
       const k = probs.shape[1];
       const data = await probs.data();
