@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { CONV_RELU_POOL, CONV_RELU_POOL_GRAD, POOL_RELU_BIAS_GRAD, RELU_BIAS_GRAD, STEP_KERNELS } from '../engine/kernel-names.ts';
 import { softCrossEntropy, softCrossEntropyGrad } from './soft-loss.ts';
-import { hasStackedKernels, ownWeights, stackedForward, stackedGrads } from './stacked-step.ts';
+import { hasStackedKernels, namedGrads, ownWeights, stackedForward, stackedGrads } from './stacked-step.ts';
 import { forwardStages, planStages, run1, run2, tilesTwoByTwo, type LayerOps, type Stage } from './stages.ts';
 
 /**
@@ -41,13 +41,7 @@ export function handDerivedStep(model: tf.LayersModel): HandDerivedStep | undefi
     grads: (x, targets, temperature = 1) =>
       tf.tidy(() => {
         const { value, grads } = stackedGrads(stages, weights, 1, x, targets, temperature);
-        const named: tf.NamedTensorMap = {};
-        stages.forEach((s, i) => {
-          if (!('kernel' in s)) return;
-          named[s.kernel.name] = grads[i]!.kernel;
-          named[s.bias.name] = grads[i]!.bias;
-        });
-        return { value: value as tf.Scalar, grads: named };
+        return { value: value as tf.Scalar, grads: namedGrads(weights, grads) };
       }),
   };
 }

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { createAdam } from './fused-adam.ts';
 import { rng, shuffleInPlace } from './seed.ts';
-import { hasStackedKernels, ownWeights, stackedGrads, type StackWeights } from './stacked-step.ts';
+import { hasStackedKernels, namedGrads, ownWeights, stackedGrads, type StackWeights } from './stacked-step.ts';
 import { planStages, type Stage } from './stages.ts';
 import type { FitOptions } from './train.ts';
 
@@ -80,13 +80,7 @@ export async function fitStacked(requests: FitRequest[]): Promise<{ losses: numb
         tf.tidy(() => {
           const rows = index.slice(k * start, k * size);
           const { grads } = stackedGrads(stages, weights, k, tf.gather(x, rows), tf.gather(y, rows) as tf.Tensor2D, temperature, total);
-          const named: tf.NamedTensorMap = {};
-          weights.forEach((w, i) => {
-            if (!w) return;
-            named[(w.kernel as tf.Variable).name] = grads[i]!.kernel;
-            named[(w.bias as tf.Variable).name] = grads[i]!.bias;
-          });
-          adam.apply(vars, named);
+          adam.apply(vars, namedGrads(weights, grads));
         });
         await nextTick();
       }

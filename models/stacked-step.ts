@@ -32,6 +32,17 @@ export function stackedForward(stages: Stage[], weights: StackWeights, models: n
   });
 }
 
+/** The gradients keyed by the name of the variable each weight is (what createAdam takes). */
+export function namedGrads(weights: StackWeights, grads: StackedGrads['grads']): tf.NamedTensorMap {
+  const named: tf.NamedTensorMap = {};
+  weights.forEach((w, i) => {
+    if (!w) return;
+    named[(w.kernel as tf.Variable).name] = grads[i]!.kernel;
+    named[(w.bias as tf.Variable).name] = grads[i]!.bias;
+  });
+  return named;
+}
+
 export interface StackedGrads {
   /** The loss: a scalar for one model, [models] for a stack. */
   value: tf.Tensor;
